@@ -1,0 +1,11 @@
+"""The REST routers, assembled."""
+
+from fastapi import APIRouter
+
+from app.api import health, institutions, jobs, requests
+
+router = APIRouter()
+router.include_router(health.router)
+router.include_router(institutions.router)
+router.include_router(requests.router)
+router.include_router(jobs.router)

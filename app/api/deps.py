@@ -1,0 +1,83 @@
+"""Dependencies shared by the routers: the job context, sessions, and bearer-token auth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.db import read_session
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.institutions.models import ApiToken, Institution
+from app.institutions.secrets import SecretBox
+from app.institutions.service import authenticate
+from app.jobs.context import JobContext
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
+
+
+def get_context(request: Request) -> JobContext:
+    context: JobContext = request.app.state.services.context
+    return context
+
+
+Context = Annotated[JobContext, Depends(get_context)]
+
+
+def get_wake(request: Request) -> Callable[[], None]:
+    """Nudges the in-process worker (if any) to claim new jobs now rather than at its next poll."""
+    worker = request.app.state.services.worker
+    return worker.wake if worker is not None else (lambda: None)
+
+
+WakeWorker = Annotated[Callable[[], None], Depends(get_wake)]
+
+
+def get_engine(context: Context) -> Engine:
+    return context.engine
+
+
+def get_box(context: Context) -> SecretBox:
+    return context.secrets
+
+
+def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    with read_session(engine) as session:
+        yield session
+
+
+ReadSession = Annotated[Session, Depends(get_read_session)]
+DbEngine = Annotated[Engine, Depends(get_engine)]
+Box = Annotated[SecretBox, Depends(get_box)]
+
+
+def require(scope: str) -> Callable[..., ApiToken]:
+    """A dependency that admits a token carrying `scope` (401 without one, 403 without it)."""
+
+    def check(
+        session: ReadSession,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiToken:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("a bearer token is required")
+        token = authenticate(session, credentials.credentials)
+        if not token.has_scope(scope):
+            raise Forbidden(f"this token lacks the {scope!r} scope")
+        return token
+
+    return check
+
+
+def ensure_visible(token: ApiToken, institution: Institution) -> None:
+    """A token bound to one institution sees nothing of another: 404, not 403."""
+    if token.institution_id is not None and token.institution_id != institution.id:
+        raise NotFound("not found")
+
+
+Reader = Annotated[ApiToken, Depends(require("requests:read"))]
+Writer = Annotated[ApiToken, Depends(require("requests:write"))]
+Admin = Annotated[ApiToken, Depends(require("admin"))]

@@ -1,0 +1,67 @@
+"""Liveness, readiness, service statistics and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from app.api.deps import Context, Reader, ReadSession
+from app.borrowing import queries
+from app.errors import ERROR_RESPONSES
+from app.jobs import queue
+from app.jobs.models import JobStatus
+from app.jobs.schemas import Stats
+from app.timeutil import utcnow
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The database is unreachable"}},
+)
+def readyz(context: Context) -> JSONResponse:
+    """Ready when the database answers."""
+    try:
+        with context.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        return JSONResponse(
+            status_code=503, content={"error": "not_ready", "detail": "database unreachable"}
+        )
+    return JSONResponse({"status": "ready"})
+
+
+def compute_stats(session: ReadSession, institution_id: int | None) -> Stats:
+    jobs = queue.counts_by_status(session, institution_id)
+    depth, oldest = queue.queue_depth(session, institution_id)
+    return Stats(
+        requests_by_state=queries.counts_by_state(session, institution_id),
+        requests_needing_attention=queries.count_needing_attention(session, institution_id),
+        jobs_by_status=jobs,
+        queue_depth=depth,
+        oldest_queued_job_age_seconds=(utcnow() - oldest).total_seconds() if oldest else None,
+        dead_jobs=jobs.get(JobStatus.DEAD.value, 0),
+    )
+
+
+@router.get("/api/v1/stats", responses=ERROR_RESPONSES)
+def stats(token: Reader, session: ReadSession) -> Stats:
+    """Counts by state, queue depth, the oldest waiting job's age and dead jobs."""
+    return compute_stats(session, token.institution_id)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request, session: ReadSession) -> Response:
+    """Prometheus text format; the queue and request gauges are read from the database."""
+    instruments = request.app.state.metrics
+    instruments.observe_stats(compute_stats(session, None))
+    return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,26 @@
+"""Opaque cursors for keyset pagination (newest first, by id)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from app.errors import AppError
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        before = value["before"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+        raise AppError("cursor is not one this API issued", code="invalid_cursor") from None
+    if not isinstance(before, int) or before < 1:
+        raise AppError("cursor is not one this API issued", code="invalid_cursor")
+    return before

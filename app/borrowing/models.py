@@ -1,0 +1,96 @@
+"""Tables of the borrowing domain: the request, its append-only timeline, and the inbox."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.borrowing.states import RequestState
+from app.timeutil import UTCDateTime, utcnow
+
+
+class BorrowingRequest(SQLModel, table=True):
+    """One Alma borrowing request that reached the bridge, and its WorldShare counterpart.
+
+    `requester_user_id` is the only patron identifier kept: it is needed to talk to Alma about
+    the patron's own request and loan, and it is purged after the retention period.
+    """
+
+    __tablename__ = "borrowing_request"
+    __table_args__ = (
+        UniqueConstraint("institution_id", "alma_request_id"),
+        UniqueConstraint("institution_id", "idempotency_key"),
+        Index("ix_borrowing_request_state_next_poll_at", "state", "next_poll_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    institution_id: int = Field(foreign_key="institution.id", index=True)
+    alma_request_id: str = Field(max_length=128)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    # How Alma handed the request over: "iso18626" (Alma expects supplier messages) or "api".
+    origin: str = Field(default="api", max_length=16)
+    requester_user_id: str | None = Field(default=None, max_length=255)
+    citation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(
+        default=RequestState.RECEIVED.value, sa_column=Column(String(32), nullable=False)
+    )
+    resume_state: str | None = Field(default=None, max_length=32)
+
+    worldshare_request_id: str | None = Field(default=None, max_length=64, index=True)
+    lender_status: str | None = Field(default=None, max_length=64)
+    lender_due_date: date | None = None
+    patron_due_date: date | None = None
+    item_barcode: str | None = Field(default=None, max_length=128, index=True)
+    next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+    needs_attention: bool = Field(default=False, index=True)
+    attention_reason: str | None = Field(default=None, max_length=1000)
+
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True)
+    )
+    closed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class RequestEvent(SQLModel, table=True):
+    """One line of a request's timeline: who/what/when/why, never patron data. Append-only."""
+
+    __tablename__ = "request_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="borrowing_request.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    kind: str = Field(max_length=64)
+    source: str = Field(max_length=32)
+    from_state: str | None = Field(default=None, max_length=32)
+    to_state: str | None = Field(default=None, max_length=32)
+    applied: bool = Field(default=True)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class InboundMessage(SQLModel, table=True):
+    """Everything received (ISO message, webhook, REST write), unique per source + external id.
+
+    Only a PII-free summary is kept; the patron fields of a message live on the request alone.
+    """
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
+    source: str = Field(max_length=32)
+    external_id: str = Field(max_length=512)
+    kind: str = Field(max_length=64)
+    outcome: str = Field(max_length=32)
+    request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )

@@ -1,0 +1,61 @@
+"""API shapes of borrowing requests and their timelines."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.borrowing.citation import Citation
+
+
+class BorrowingRequestCreate(BaseModel):
+    """An unfilled Alma borrowing request, in Alma's own field names."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    institution: Annotated[str, Field(min_length=1, max_length=64)]
+    alma_request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w\-.:]+$")]
+    requester_user_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="Kept only to talk to Alma; never sent to WorldShare"
+    )
+    citation: Citation
+
+
+class RequestEventPublic(BaseModel):
+    at: datetime
+    kind: str
+    source: str
+    from_state: str | None
+    to_state: str | None
+    applied: bool
+    detail: dict[str, Any]
+
+
+class BorrowingRequestPublic(BaseModel):
+    id: int
+    institution: str
+    alma_request_id: str
+    worldshare_request_id: str | None
+    state: str
+    origin: str
+    needs_attention: bool
+    attention_reason: str | None
+    lender_status: str | None
+    lender_due_date: date | None
+    patron_due_date: date | None
+    item_barcode: str | None
+    citation: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+class BorrowingRequestDetail(BorrowingRequestPublic):
+    events: list[RequestEventPublic]
+
+
+class BorrowingRequestPage(BaseModel):
+    items: list[BorrowingRequestPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")

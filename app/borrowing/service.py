@@ -1,0 +1,214 @@
+"""Service functions of the borrowing domain. They `flush()`; their caller commits.
+
+Every change of state goes through `apply_trigger`, which checks the state machine, appends to
+the timeline, and queues what must follow (the Alma notice of the transition) in the same
+transaction. A trigger that does not fit is recorded, not applied, and the request is flagged.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from app.borrowing.citation import Citation
+from app.borrowing.models import BorrowingRequest, RequestEvent
+from app.borrowing.states import (
+    HELD_STATES,
+    TERMINAL_STATES,
+    RequestState,
+    TransitionRefused,
+    Trigger,
+    next_state,
+)
+from app.institutions.models import Institution
+from app.jobs import kinds
+from app.jobs.queue import enqueue
+from app.timeutil import utcnow
+
+ATTENTION_MAX_CHARS = 1000
+
+# The supplier notice Alma gets after each transition of a request that came over ISO 18626.
+ALMA_NOTICES: dict[Trigger, str] = {
+    Trigger.EXPORTED: "expect_to_supply",
+    Trigger.LENDER_SHIPPED: "loaned",
+    Trigger.RENEWAL_APPROVED: "renew_yes",
+    Trigger.RENEWAL_REFUSED: "renew_no",
+    Trigger.SHIPPED_RETURN: "loan_completed",
+    Trigger.UNFILLED: "unfilled",
+    Trigger.CANCELLED: "cancelled",
+}
+
+
+def find_request(
+    session: Session,
+    institution_id: int,
+    *,
+    alma_request_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> BorrowingRequest | None:
+    query = select(BorrowingRequest).where(BorrowingRequest.institution_id == institution_id)
+    if alma_request_id is not None:
+        found = session.exec(
+            query.where(BorrowingRequest.alma_request_id == alma_request_id)
+        ).first()
+        if found is not None:
+            return found
+    if idempotency_key is not None:
+        return session.exec(
+            query.where(BorrowingRequest.idempotency_key == idempotency_key)
+        ).first()
+    return None
+
+
+def register_request(
+    session: Session,
+    institution: Institution,
+    *,
+    alma_request_id: str,
+    citation: Citation,
+    requester_user_id: str | None,
+    origin: str,
+    idempotency_key: str | None = None,
+) -> tuple[BorrowingRequest, bool]:
+    """Store an unfilled Alma borrowing request and queue its export; (request, created)."""
+    assert institution.id is not None
+    existing = find_request(
+        session,
+        institution.id,
+        alma_request_id=alma_request_id,
+        idempotency_key=idempotency_key,
+    )
+    if existing is not None:
+        return existing, False
+    request = BorrowingRequest(
+        institution_id=institution.id,
+        alma_request_id=alma_request_id,
+        idempotency_key=idempotency_key,
+        requester_user_id=requester_user_id,
+        citation=citation.model_dump(mode="json", exclude_none=True),
+        origin=origin,
+    )
+    session.add(request)
+    session.flush()
+    assert request.id is not None
+    record_event(session, request, "received", origin, to_state=RequestState.RECEIVED)
+    enqueue(
+        session,
+        kinds.EXPORT_TO_WORLDSHARE,
+        dedupe_key=f"export:{request.id}",
+        institution_id=institution.id,
+        request_id=request.id,
+    )
+    return request, True
+
+
+def record_event(
+    session: Session,
+    request: BorrowingRequest,
+    kind: str,
+    source: str,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    applied: bool = True,
+    detail: dict[str, Any] | None = None,
+) -> RequestEvent:
+    """Append to the timeline. `detail` must never carry patron data."""
+    assert request.id is not None
+    event = RequestEvent(
+        request_id=request.id,
+        kind=kind,
+        source=source,
+        from_state=from_state,
+        to_state=to_state,
+        applied=applied,
+        detail=detail or {},
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def flag(session: Session, request: BorrowingRequest, reason: str, *, source: str) -> None:
+    """Ask a human to look, with a readable reason."""
+    request.needs_attention = True
+    request.attention_reason = reason[:ATTENTION_MAX_CHARS]
+    request.updated_at = utcnow()
+    session.add(request)
+    record_event(session, request, "flagged", source, detail={"reason": request.attention_reason})
+
+
+def apply_trigger(
+    session: Session,
+    request: BorrowingRequest,
+    trigger: Trigger,
+    source: str,
+    *,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Move the request along; False (recorded and flagged, not applied) when it does not fit."""
+    current = RequestState(request.state)
+    resume = RequestState(request.resume_state) if request.resume_state else None
+    try:
+        target = next_state(current, trigger, resume_state=resume)
+    except TransitionRefused as refused:
+        record_event(
+            session,
+            request,
+            trigger.value,
+            source,
+            from_state=current,
+            applied=False,
+            detail=detail,
+        )
+        flag(session, request, str(refused), source=source)
+        return False
+    if trigger is Trigger.RENEWAL_REQUESTED:
+        request.resume_state = current.value
+    elif current is RequestState.RENEWAL_REQUESTED:
+        request.resume_state = None
+    request.state = target.value
+    request.updated_at = utcnow()
+    if target in TERMINAL_STATES:
+        request.closed_at = request.updated_at
+        request.next_poll_at = None
+    session.add(request)
+    event = record_event(
+        session, request, trigger.value, source, from_state=current, to_state=target, detail=detail
+    )
+    notice = ALMA_NOTICES.get(trigger)
+    if notice is not None and request.origin == "iso18626":
+        enqueue(
+            session,
+            kinds.NOTIFY_ALMA,
+            {"notice": notice},
+            dedupe_key=f"notify:{request.id}:{event.id}",
+            institution_id=request.institution_id,
+            request_id=request.id,
+        )
+    return True
+
+
+def schedule_first_poll(request: BorrowingRequest, interval_seconds: int) -> None:
+    """Spread the polls of many requests over the interval instead of bunching them."""
+    request.next_poll_at = utcnow() + timedelta(seconds=random.uniform(0, interval_seconds))
+
+
+def set_lender_due_date(
+    request: BorrowingRequest, due: date | None, *, patron_offset_days: int
+) -> None:
+    """Record the lender due date and derive the patron's, `patron_offset_days` earlier."""
+    request.lender_due_date = due
+    request.patron_due_date = due - timedelta(days=patron_offset_days) if due else None
+
+
+def temporary_item_barcode(request: BorrowingRequest) -> str:
+    """The barcode Alma's temporary item should carry; LOAN webhooks are matched on it."""
+    return f"ILL{request.id:09d}"
+
+
+def is_held(request: BorrowingRequest) -> bool:
+    return RequestState(request.state) in HELD_STATES

@@ -1,0 +1,215 @@
+"""The `illbridge` command: serve, worker, migrate, institutions, tokens, OpenAPI, sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.config import get_settings
+
+
+def _json_arg(value: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise SystemExit("the configuration must be a JSON object")
+    return data
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.main import create_app
+    from app.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings, run_worker=not args.no_worker)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30)
+
+
+def cmd_worker(_args: argparse.Namespace) -> None:
+    from app.jobs.runner import run_worker_process
+    from app.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker_process(settings, stop)
+
+    asyncio.run(main())
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from app.migrations import downgrade, upgrade
+
+    settings = get_settings()
+    if args.revision.startswith("-") or args.revision == "base":
+        downgrade(settings.database_url, args.revision)
+    else:
+        upgrade(settings.database_url, args.revision)
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from app.openapi import render_openapi_yaml
+
+    text = render_openapi_yaml()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+
+
+def cmd_secret_key(_args: argparse.Namespace) -> None:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
+def _admin_session() -> Any:
+    from app.db import create_db_engine, write_session
+    from app.institutions.secrets import load_secret_box
+
+    settings = get_settings()
+    engine = create_db_engine(settings.database_url)
+    return write_session(engine), load_secret_box(settings)
+
+
+def cmd_institution(args: argparse.Namespace) -> None:
+    from app.institutions import service
+    from app.institutions.schemas import InstitutionCreate, InstitutionUpdate
+
+    session_cm, box = _admin_session()
+    with session_cm as session:
+        try:
+            if args.action == "add":
+                data = {"code": args.code, "name": args.name, **_json_arg(args.config)}
+                institution = service.create_institution(
+                    session, box, InstitutionCreate.model_validate(data)
+                )
+            elif args.action == "update":
+                data = _json_arg(args.config)
+                if args.name:
+                    data["name"] = args.name
+                if args.active is not None:
+                    data["active"] = args.active
+                institution = service.get_by_code(session, args.code)
+                service.update_institution(
+                    session, box, institution, InstitutionUpdate.model_validate(data)
+                )
+            else:
+                for institution in service.list_institutions(session):
+                    print(service.to_public(institution, box).model_dump_json())
+                return
+        except ValidationError as exc:
+            raise SystemExit(f"invalid institution configuration:\n{exc}") from None
+        session.commit()
+        print(service.to_public(institution, box).model_dump_json(indent=2))
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from app.institutions import service
+
+    session_cm, _box = _admin_session()
+    with session_cm as session:
+        institution = service.get_by_code(session, args.institution) if args.institution else None
+        try:
+            token, plain = service.create_token(
+                session, name=args.name, scopes=args.scope, institution=institution
+            )
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        session.commit()
+    print(f"token {token.id} ({token.name}), scopes {' '.join(token.scopes)}")
+    print("Store it now; it is shown only once:")
+    print(plain)
+
+
+def cmd_sandbox_seed(args: argparse.Namespace) -> None:
+    from app.sandbox.demo import seed_demo
+
+    seed_demo(get_settings(), public_url=args.public_url)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="illbridge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API (with an in-process worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="serve the API alone")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run a worker alone (SIGTERM drains it)")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    migrate.add_argument("revision", nargs="?", default="head", help="head, base or -1")
+    migrate.set_defaults(func=cmd_migrate)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document as YAML")
+    openapi.add_argument("--output", default="openapi.yaml", help="a path, or - for stdout")
+    openapi.set_defaults(func=cmd_openapi)
+
+    secret = commands.add_parser("secret-key", help="print a new ILLBRIDGE_SECRET_KEY")
+    secret.set_defaults(func=cmd_secret_key)
+
+    institution = commands.add_parser("institution", help="add, list or update institutions")
+    actions = institution.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add")
+    add.add_argument("--code", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--config", help="JSON (or @file) with alma, worldshare and policy groups")
+    actions.add_parser("list")
+    update = actions.add_parser("update")
+    update.add_argument("--code", required=True)
+    update.add_argument("--name")
+    update.add_argument("--config", help="JSON (or @file) with the groups to change")
+    update.add_argument("--active", dest="active", action="store_true", default=None)
+    update.add_argument("--inactive", dest="active", action="store_false")
+    institution.set_defaults(func=cmd_institution)
+
+    token = commands.add_parser("token", help="create API tokens")
+    token_actions = token.add_subparsers(dest="action", required=True)
+    create = token_actions.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scope", action="append", required=True, help="requests:read, requests:write, admin"
+    )
+    create.add_argument("--institution", help="bind the token to one institution")
+    token.set_defaults(func=cmd_token)
+
+    sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")
+    sandbox.add_argument("--public-url", default=None)
+    sandbox.set_defaults(func=cmd_sandbox_seed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from app.errors import AppError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AppError as exc:
+        raise SystemExit(f"error: {exc.detail}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Typed settings, read from the environment (prefix ILLBRIDGE_) and never at import time."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ILLBRIDGE_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{VAR_DIR / 'illbridge.db'}",
+        description="sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key that encrypts institution secrets at rest"
+    )
+    sandbox: bool = Field(
+        default=False, description="Mount the simulated Alma and WorldShare and seed a demo"
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where this service is reachable"
+    )
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    worker_concurrency: int = Field(default=16, ge=1, le=256)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_max_attempts: int = Field(default=8, ge=1)
+    job_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    job_backoff_cap_seconds: float = Field(default=900.0, gt=0)
+    periodic_tick_seconds: float = Field(
+        default=5.0, gt=0, description="How often workers check for due periodic jobs"
+    )
+    finished_job_retention_days: int = Field(default=14, ge=1)
+    poll_dispatch_seconds: float = Field(
+        default=30.0, gt=0, description="How often due WorldShare polls are queued"
+    )
+    outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

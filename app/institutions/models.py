@@ -1,0 +1,72 @@
+"""Tables for tenants (institutions) and the bearer tokens of REST clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, String
+from sqlmodel import Field, SQLModel
+
+from app.timeutil import UTCDateTime, utcnow
+
+ADMIN_SCOPE = "admin"
+SCOPES = ("requests:read", "requests:write", ADMIN_SCOPE)
+
+
+class Institution(SQLModel, table=True):
+    __tablename__ = "institution"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    name: str = Field(max_length=255)
+    active: bool = Field(default=True)
+
+    alma_api_base_url: str | None = Field(default=None, max_length=500)
+    alma_api_key_encrypted: str | None = Field(default=None)
+    alma_webhook_secrets_encrypted: str | None = Field(default=None)
+    alma_iso18626_url: str | None = Field(default=None, max_length=500)
+    alma_agency_id_type: str | None = Field(default=None, max_length=64)
+    alma_agency_id_value: str | None = Field(default=None, max_length=128)
+    bridge_agency_id_type: str | None = Field(default=None, max_length=64)
+    bridge_agency_id_value: str | None = Field(default=None, max_length=128)
+
+    worldshare_base_url: str | None = Field(default=None, max_length=500)
+    worldshare_token_url: str | None = Field(default=None, max_length=500)
+    worldshare_scope: str | None = Field(default=None, max_length=255)
+    worldshare_key_encrypted: str | None = Field(default=None)
+    worldshare_secret_encrypted: str | None = Field(default=None)
+    worldshare_institution_id: str | None = Field(default=None, max_length=64)
+
+    cancel_reason: str = Field(default="NOT_SUPPLIED_BY_PARTNER", max_length=64)
+    stale_after_days: int = Field(default=60)
+    patron_due_date_offset_days: int = Field(default=7)
+    retention_days: int = Field(default=365)
+    poll_interval_seconds: int = Field(default=3600)
+    status_map: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255)
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+    def has_scope(self, scope: str) -> bool:
+        """`admin` implies every other scope."""
+        return scope in self.scopes or ADMIN_SCOPE in self.scopes

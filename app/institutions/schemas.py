@@ -1,0 +1,129 @@
+"""API shapes for institutions and tokens. Secrets are accepted on write and never returned."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from app.worldshare.status import LenderOutcome
+
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Url = Annotated[AnyHttpUrl, Field(max_length=500)]
+Short = Annotated[str, Field(min_length=1, max_length=128)]
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=1000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AgencyId(Strict):
+    type: Short
+    value: Short
+
+
+class AlmaSettingsIn(Strict):
+    api_base_url: Url | None = None
+    api_key: Secret | None = None
+    webhook_secrets: list[Secret] | None = Field(
+        default=None, max_length=2, description="Two may be valid during a rotation"
+    )
+    iso18626_url: Url | None = None
+    agency_id: AgencyId | None = Field(default=None, description="Alma's own ISO 18626 agency id")
+    bridge_agency_id: AgencyId | None = Field(
+        default=None, description="The agency id Alma knows the bridge by (the partner's code)"
+    )
+
+
+class WorldShareSettingsIn(Strict):
+    base_url: Url | None = None
+    token_url: Url | None = None
+    scope: Short | None = None
+    key: Secret | None = None
+    secret: Secret | None = None
+    institution_id: Annotated[str, Field(pattern=r"^[0-9]{1,12}$")] | None = None
+
+
+class PolicyIn(Strict):
+    cancel_reason: Short | None = None
+    stale_after_days: int | None = Field(default=None, ge=1, le=3650)
+    patron_due_date_offset_days: int | None = Field(default=None, ge=0, le=365)
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
+    poll_interval_seconds: int | None = Field(default=None, ge=10, le=7 * 86400)
+    status_map: dict[Annotated[str, Field(max_length=64)], str] | None = Field(
+        default=None,
+        max_length=100,
+        description="WorldShare requestStatus → outcome, overriding the defaults",
+    )
+
+    @field_validator("status_map")
+    @classmethod
+    def _known_outcomes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        allowed = {outcome.value for outcome in LenderOutcome}
+        for status, outcome in value.items():
+            if outcome not in allowed:
+                raise ValueError(f"{status}: {outcome!r} is not one of {sorted(allowed)}")
+        return {status.upper(): outcome for status, outcome in value.items()}
+
+
+class InstitutionCreate(Strict):
+    code: Code
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    alma: AlmaSettingsIn = Field(default_factory=AlmaSettingsIn)
+    worldshare: WorldShareSettingsIn = Field(default_factory=WorldShareSettingsIn)
+    policy: PolicyIn = Field(default_factory=PolicyIn)
+
+
+class InstitutionUpdate(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    active: bool | None = None
+    alma: AlmaSettingsIn | None = None
+    worldshare: WorldShareSettingsIn | None = None
+    policy: PolicyIn | None = None
+
+
+class AgencyIdOut(BaseModel):
+    type: str
+    value: str
+
+
+class AlmaSettingsOut(BaseModel):
+    api_base_url: str | None
+    api_key_set: bool
+    webhook_secrets_set: int = Field(description="How many webhook secrets are configured")
+    iso18626_url: str | None
+    agency_id: AgencyIdOut | None
+    bridge_agency_id: AgencyIdOut | None
+
+
+class WorldShareSettingsOut(BaseModel):
+    base_url: str | None
+    token_url: str | None
+    scope: str | None
+    key_set: bool
+    secret_set: bool
+    institution_id: str | None
+
+
+class PolicyOut(BaseModel):
+    cancel_reason: str
+    stale_after_days: int
+    patron_due_date_offset_days: int
+    retention_days: int
+    poll_interval_seconds: int
+    status_map: dict[str, str]
+
+
+class InstitutionPublic(BaseModel):
+    code: str
+    name: str
+    active: bool
+    alma: AlmaSettingsOut
+    worldshare: WorldShareSettingsOut
+    policy: PolicyOut
+    created_at: datetime
+    updated_at: datetime

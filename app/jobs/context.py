@@ -1,0 +1,70 @@
+"""What a job handler may use, built once per process (API lifespan or `illbridge worker`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from anyio import to_thread
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.config import Settings
+from app.db import create_db_engine, write_session
+from app.institutions.secrets import SecretBox, load_secret_box
+from app.observability import Metrics
+from app.worldshare.auth import TokenCache
+
+T = TypeVar("T")
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    engine: Engine
+    http: httpx.AsyncClient
+    secrets: SecretBox
+    worldshare_tokens: TokenCache
+    metrics: Metrics
+
+    async def in_transaction(self, step: Callable[[Session], T]) -> T:
+        """Run one database step in a thread and commit it: handlers own their transactions."""
+
+        def run() -> T:
+            with write_session(self.engine) as session:
+                result = step(session)
+                session.commit()
+                return result
+
+        return await to_thread.run_sync(run)
+
+
+def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one outbound client: explicit timeouts, no redirects, a pool sized for the workers."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.outbound_timeout_seconds, connect=5.0),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        headers={"User-Agent": "illbridge/0.1"},
+    )
+
+
+@asynccontextmanager
+async def open_context(settings: Settings, metrics: Metrics) -> AsyncIterator[JobContext]:
+    """The engine and the shared HTTP client for the life of a process."""
+    engine = create_db_engine(settings.database_url)
+    try:
+        async with new_http_client(settings) as http:
+            yield JobContext(
+                settings=settings,
+                engine=engine,
+                http=http,
+                secrets=load_secret_box(settings),
+                worldshare_tokens=TokenCache(),
+                metrics=metrics,
+            )
+    finally:
+        engine.dispose()

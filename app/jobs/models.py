@@ -1,0 +1,50 @@
+"""The durable job table: the transactional outbox every outbound call goes through."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, String
+from sqlmodel import Field, SQLModel
+
+from app.timeutil import UTCDateTime, utcnow
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_status_run_at", "status", "run_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64, index=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(
+        default=JobStatus.QUEUED.value, sa_column=Column(String(16), nullable=False)
+    )
+    # Same key, same job: makes "at most once per transition" and "once per period" hold.
+    dedupe_key: str | None = Field(
+        default=None, sa_column=Column(String(255), unique=True, nullable=True)
+    )
+    institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
+    request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
+    attempts: int = Field(default=0)
+    max_attempts: int = Field(default=8)
+    run_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

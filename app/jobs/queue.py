@@ -1,0 +1,258 @@
+"""Enqueue, claim, lease and finish jobs.
+
+`enqueue` joins the caller's transaction (the outbox). Everything else here is a short
+transaction of its own, run by the worker with no other transaction open. Finishing is guarded by
+the lease token, so a worker whose lease expired cannot overwrite the outcome of the one that took
+the job over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.db import write_session
+from app.jobs.models import Job, JobStatus
+from app.timeutil import utcnow
+
+ERROR_MAX_CHARS = 1000
+JOBS = Job.metadata.tables["job"]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_token: str
+    institution_id: int | None
+    request_id: int | None
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    dedupe_key: str | None = None,
+    run_at: datetime | None = None,
+    institution_id: int | None = None,
+    request_id: int | None = None,
+    max_attempts: int = 8,
+) -> bool:
+    """Add a job in the caller's transaction; False when `dedupe_key` already has one."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload or {},
+        "status": JobStatus.QUEUED.value,
+        "dedupe_key": dedupe_key,
+        "institution_id": institution_id,
+        "request_id": request_id,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "run_at": run_at or now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(JOBS).values(**values)
+    if dedupe_key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    result = session.execute(statement)
+    return _changed(result)
+
+
+def _claimable(now: datetime) -> Any:
+    queued = and_(JOBS.c.status == JobStatus.QUEUED.value, JOBS.c.run_at <= now)
+    orphaned = and_(JOBS.c.status == JobStatus.RUNNING.value, JOBS.c.lease_expires_at < now)
+    return or_(queued, orphaned)
+
+
+def claim(engine: Engine, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs (and jobs whose worker's lease ran out)."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    candidates = (
+        select(JOBS.c.id)
+        .where(_claimable(now))
+        .order_by(JOBS.c.run_at, JOBS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(JOBS)
+        .where(JOBS.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=JobStatus.RUNNING.value,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=JOBS.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            JOBS.c.id,
+            JOBS.c.kind,
+            JOBS.c.payload,
+            JOBS.c.attempts,
+            JOBS.c.max_attempts,
+            JOBS.c.institution_id,
+            JOBS.c.request_id,
+        )
+    )
+    with write_session(engine) as session:
+        rows = session.execute(statement).all()
+        session.commit()
+    return [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            payload=row.payload,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            lease_token=token,
+            institution_id=row.institution_id,
+            request_id=row.request_id,
+        )
+        for row in rows
+    ]
+
+
+def _guarded(job: ClaimedJob) -> Any:
+    return update(JOBS).where(
+        JOBS.c.id == job.id,
+        JOBS.c.lease_token == job.lease_token,
+        JOBS.c.status == JobStatus.RUNNING.value,
+    )
+
+
+def extend_lease(engine: Engine, job: ClaimedJob, lease_seconds: float) -> bool:
+    now = utcnow()
+    with write_session(engine) as session:
+        result = session.execute(
+            _guarded(job).values(
+                lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now
+            )
+        )
+        session.commit()
+    return _changed(result)
+
+
+def mark_succeeded(session: Session, job: ClaimedJob) -> bool:
+    """In the caller's transaction, so a handler's last write and the job's end commit together."""
+    now = utcnow()
+    result = session.execute(
+        _guarded(job).values(
+            status=JobStatus.SUCCEEDED.value,
+            lease_token=None,
+            lease_expires_at=None,
+            last_error=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    return _changed(result)
+
+
+def mark_retry(session: Session, job: ClaimedJob, *, delay: float, error: str) -> bool:
+    now = utcnow()
+    result = session.execute(
+        _guarded(job).values(
+            status=JobStatus.QUEUED.value,
+            lease_token=None,
+            lease_expires_at=None,
+            run_at=now + timedelta(seconds=delay),
+            last_error=error[:ERROR_MAX_CHARS],
+            updated_at=now,
+        )
+    )
+    return _changed(result)
+
+
+def mark_dead(session: Session, job: ClaimedJob, *, error: str) -> bool:
+    now = utcnow()
+    result = session.execute(
+        _guarded(job).values(
+            status=JobStatus.DEAD.value,
+            lease_token=None,
+            lease_expires_at=None,
+            last_error=error[:ERROR_MAX_CHARS],
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+    return _changed(result)
+
+
+def requeue_dead(session: Session, job_id: int) -> bool:
+    """Replay a dead job from scratch (operator action)."""
+    now = utcnow()
+    result = session.execute(
+        update(JOBS)
+        .where(JOBS.c.id == job_id, JOBS.c.status == JobStatus.DEAD.value)
+        .values(
+            status=JobStatus.QUEUED.value,
+            attempts=0,
+            run_at=now,
+            finished_at=None,
+            updated_at=now,
+        )
+    )
+    return _changed(result)
+
+
+def queue_depth(session: Session, institution_id: int | None) -> tuple[int, datetime | None]:
+    """Jobs waiting to run now, and when the oldest of them became due."""
+    query = select(func.count(), func.min(JOBS.c.run_at)).where(
+        JOBS.c.status == JobStatus.QUEUED.value, JOBS.c.run_at <= utcnow()
+    )
+    if institution_id is not None:
+        query = query.where(JOBS.c.institution_id == institution_id)
+    row = session.execute(query).one()
+    return int(row[0]), row[1]
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None,
+    kind: str | None,
+    request_id: int | None,
+    institution_id: int | None,
+    before_id: int | None,
+    limit: int,
+) -> list[Job]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(JOBS.c.status == status)
+    if kind is not None:
+        query = query.where(JOBS.c.kind == kind)
+    if request_id is not None:
+        query = query.where(JOBS.c.request_id == request_id)
+    if institution_id is not None:
+        query = query.where(JOBS.c.institution_id == institution_id)
+    if before_id is not None:
+        query = query.where(JOBS.c.id < before_id)
+    query = query.order_by(JOBS.c.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def counts_by_status(session: Session, institution_id: int | None) -> dict[str, int]:
+    query = select(JOBS.c.status, func.count()).group_by(JOBS.c.status)
+    if institution_id is not None:
+        query = query.where(JOBS.c.institution_id == institution_id)
+    return {status: int(count) for status, count in session.execute(query)}
+
+
+def _changed(result: Any) -> bool:
+    return bool(result.rowcount)

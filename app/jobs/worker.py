@@ -1,0 +1,190 @@
+"""The worker loop: claim jobs, run their handlers with no transaction open, record outcomes.
+
+At most `concurrency` handlers run at once. A handler that raises a transient error is retried
+with capped exponential backoff and full jitter (never sooner than Retry-After); a permanent error
+or an exhausted budget sends the job to `dead` with a clean message. Leases are renewed while a
+handler runs, and a worker whose lease was taken over finds its outcome refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+
+from anyio import to_thread
+from sqlalchemy.engine import Engine
+
+from app.db import write_session
+from app.jobs import queue
+from app.jobs.backoff import retry_delay
+from app.jobs.context import JobContext
+from app.jobs.queue import ClaimedJob
+from app.jobs.registry import Handler, PermanentJobError, Registry
+from app.upstream import PermanentUpstreamError, TransientUpstreamError
+
+log = logging.getLogger("illbridge.worker")
+
+
+def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
+    """(clean message, permanent?, retry_after) for a handler's exception.
+
+    Only our own error types carry their message: any other exception is named by its type,
+    since its text may echo a payload.
+    """
+    if isinstance(exc, TransientUpstreamError):
+        return exc.message, False, exc.retry_after
+    if isinstance(exc, PermanentUpstreamError):
+        return exc.message, True, None
+    if isinstance(exc, PermanentJobError):
+        return str(exc), True, None
+    return f"unexpected {type(exc).__name__}", False, None
+
+
+class Worker:
+    def __init__(self, context: JobContext, registry: Registry) -> None:
+        self.context = context
+        self.registry = registry
+        self.settings = context.settings
+        self.name = f"worker-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_tick = -math.inf
+
+    @property
+    def engine(self) -> Engine:
+        return self.context.engine
+
+    def wake(self) -> None:
+        """Claim now rather than at the next poll; safe to call from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then let the handlers in flight finish."""
+        self._loop = asyncio.get_running_loop()
+        concurrency = self.settings.worker_concurrency
+        running: set[asyncio.Task[None]] = set()
+        log.info("worker_started", extra={"worker": self.name, "concurrency": concurrency})
+        while not stop.is_set():
+            await self._schedule_periodic()
+            free = concurrency - len(running)
+            claimed: list[ClaimedJob] = []
+            if free > 0:
+                try:
+                    claimed = await to_thread.run_sync(
+                        queue.claim, self.engine, free, self.settings.job_lease_seconds
+                    )
+                except Exception as exc:
+                    log.warning("claim_failed", extra={"error_type": type(exc).__name__})
+            for job in claimed:
+                task = asyncio.create_task(self._execute(job))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if claimed and len(running) < concurrency:
+                continue
+            await self._idle(stop, running)
+        if running:
+            log.info("worker_draining", extra={"worker": self.name, "in_flight": len(running)})
+            await asyncio.gather(*running, return_exceptions=True)
+        log.info("worker_stopped", extra={"worker": self.name})
+
+    async def _idle(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        await asyncio.wait(
+            [*waiters, *running],
+            timeout=self.settings.worker_poll_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _schedule_periodic(self) -> None:
+        now = time.time()
+        if now - self._last_tick < self.settings.periodic_tick_seconds:
+            return
+        self._last_tick = now
+        if self.registry.periodic:
+            try:
+                await to_thread.run_sync(self._enqueue_due_periodic, now)
+            except Exception as exc:
+                log.warning("periodic_failed", extra={"error_type": type(exc).__name__})
+
+    def _enqueue_due_periodic(self, now: float) -> None:
+        with write_session(self.engine) as session:
+            for periodic in self.registry.periodic:
+                period = math.floor(now / periodic.every_seconds)
+                queue.enqueue(
+                    session,
+                    periodic.kind,
+                    periodic.payload,
+                    dedupe_key=f"periodic:{periodic.name}:{period}",
+                    max_attempts=1,
+                )
+            session.commit()
+
+    async def _execute(self, job: ClaimedJob) -> None:
+        handler = self.registry.handlers.get(job.kind)
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        error: BaseException | None = None
+        try:
+            if handler is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            if job.attempts > job.max_attempts:
+                raise PermanentJobError("attempts exhausted (leases expired repeatedly)")
+            await handler.run(self.context, job)
+        except Exception as exc:
+            error = exc
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        self.context.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
+        outcome = await to_thread.run_sync(self._record, job, handler, error)
+        self.context.metrics.jobs_finished.labels(job.kind, outcome).inc()
+
+    async def _heartbeat(self, job: ClaimedJob) -> None:
+        lease = self.settings.job_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            if not await to_thread.run_sync(queue.extend_lease, self.engine, job, lease):
+                return
+
+    def _record(self, job: ClaimedJob, handler: Handler | None, error: BaseException | None) -> str:
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        with write_session(self.engine) as session:
+            if error is None:
+                if not queue.mark_succeeded(session, job):
+                    log.warning("job_lease_lost", extra=fields)
+                    return "lease_lost"
+                session.commit()
+                return "succeeded"
+            message, permanent, retry_after = describe_failure(error)
+            if not permanent and job.attempts < job.max_attempts:
+                delay = retry_delay(
+                    job.attempts,
+                    base=self.settings.job_backoff_base_seconds,
+                    cap=self.settings.job_backoff_cap_seconds,
+                    retry_after=retry_after,
+                )
+                if queue.mark_retry(session, job, delay=delay, error=message):
+                    session.commit()
+                    log.info(
+                        "job_retry", extra={**fields, "delay_s": round(delay, 3), "error": message}
+                    )
+                    return "retried"
+                log.warning("job_lease_lost", extra=fields)
+                return "lease_lost"
+            if not queue.mark_dead(session, job, error=message):
+                log.warning("job_lease_lost", extra=fields)
+                return "lease_lost"
+            if handler is not None and handler.on_dead is not None:
+                handler.on_dead(session, job, message)
+            session.commit()
+            log.warning("job_dead", extra={**fields, "error": message})
+            return "dead"

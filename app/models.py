@@ -1,0 +1,16 @@
+"""Every table, imported in one place so Alembic and the tests see the whole schema."""
+
+from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
+from app.db import metadata
+from app.institutions.models import ApiToken, Institution
+from app.jobs.models import Job
+
+__all__ = [
+    "ApiToken",
+    "BorrowingRequest",
+    "InboundMessage",
+    "Institution",
+    "Job",
+    "RequestEvent",
+    "metadata",
+]

@@ -1,0 +1,214 @@
+"""JSON logs with redaction, Prometheus metrics, request ids and the body-size guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import HTTPException
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRET_KEYS = re.compile(r"(secret|token|password|api_key|apikey|authorization)", re.I)
+_SECRET_VALUES = re.compile(r"(ilb_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|apikey\s+\S+)", re.I)
+
+
+def redact(value: str) -> str:
+    return _SECRET_VALUES.sub("[redacted]", value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, request id and the extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": redact(record.getMessage()),
+        }
+        if (rid := request_id_var.get()) is not None:
+            entry["request_id"] = rid
+        for key, value in vars(record).items():
+            if key in _STANDARD_ATTRS or key.startswith("_"):
+                continue
+            if _SECRET_KEYS.search(key):
+                entry[key] = "[redacted]"
+            elif isinstance(value, str):
+                entry[key] = redact(value)
+            else:
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_type"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs full URLs at INFO; they can carry ids we keep out of the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+class Metrics:
+    """The service's Prometheus instruments, on a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Histogram(
+            "illbridge_http_request_duration_seconds",
+            "HTTP requests served, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "illbridge_jobs_finished_total",
+            "Jobs finished by this process, by kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "illbridge_job_duration_seconds",
+            "Time spent running job handlers, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.inbound_messages = Counter(
+            "illbridge_inbound_messages_total",
+            "Messages received, by source and outcome",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.requests = Gauge(
+            "illbridge_requests", "Borrowing requests by state", ["state"], registry=self.registry
+        )
+        self.requests_needing_attention = Gauge(
+            "illbridge_requests_needing_attention",
+            "Borrowing requests flagged for staff",
+            registry=self.registry,
+        )
+        self.jobs = Gauge("illbridge_jobs", "Jobs by status", ["status"], registry=self.registry)
+        self.queue_depth = Gauge(
+            "illbridge_queue_depth", "Queued jobs that are due now", registry=self.registry
+        )
+        self.oldest_job_age = Gauge(
+            "illbridge_oldest_queued_job_age_seconds",
+            "How long the oldest due job has waited",
+            registry=self.registry,
+        )
+
+    def observe_stats(self, stats: Any) -> None:
+        """Set the gauges from a `Stats` read at scrape time (shared by all processes)."""
+        self.requests.clear()
+        for state, count in stats.requests_by_state.items():
+            self.requests.labels(state).set(count)
+        self.requests_needing_attention.set(stats.requests_needing_attention)
+        self.jobs.clear()
+        for status, count in stats.jobs_by_status.items():
+            self.jobs.labels(status).set(count)
+        self.queue_depth.set(stats.queue_depth)
+        self.oldest_job_age.set(stats.oldest_queued_job_age_seconds or 0)
+
+
+class RequestContextMiddleware:
+    """Assigns a request id, times the request and records it by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if re.fullmatch(r"[A-Za-z0-9\-]{8,64}", incoming) else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.http_requests.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
+            request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 with the error envelope once a body passes `max_bytes`, before it is read."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        limit_for: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = (self.limit_for(scope["path"]) if self.limit_for else None) or self.max_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _too_large(send, limit)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException, so FastAPI's body reader passes it to the error handlers.
+                    raise HTTPException(413, f"body exceeds {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _too_large(send: Callable[[Message], Awaitable[None]], limit: int) -> None:
+    body = json.dumps(
+        {"error": "payload_too_large", "detail": f"body exceeds {limit} bytes"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,502 @@
+"""A simulated OCLC WorldShare: token endpoint, ILL Request API and a lender that acts on cue.
+
+Mounted at a sandbox root, the service uses `<root>/oauth/token` as token URL and
+`<root>/ILL` as base URL. Answers follow the shapes in `reference/oclc-worldshare-ill/`.
+Control endpoints under `/_sandbox` play the lender and inject faults. All state belongs to
+one app instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import secrets
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from http import HTTPStatus
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+EXPIRES_AT_FORMAT = "%Y-%m-%d %H:%M:%SZ"
+VALIDATION_MESSAGE = "There was an error processing your request. Please check the error detail."
+# What WorldShare reports for a request that is with its lenders and not yet answered.
+AWAITING_LENDER = "PRODUCED"
+SHIPPED = "IN_TRANSIT"
+
+
+@dataclass(frozen=True)
+class WorldShareSandboxSettings:
+    clients: Mapping[str, str] | None = None
+    """WSKey → secret; None accepts any non-empty key and secret."""
+    token_lifetime_s: int = 3599
+    context_institution_id: str = "128807"
+    loan_period_days: int = 28
+    first_request_id: int = 167513532
+    auto_ship_after_s: float | None = None
+    """The auto-lender ships a waiting request this long after it was created (None = off)."""
+    auto_close_after_s: float | None = None
+    """The auto-lender checks a shipped item back in this long after shipping (None = off)."""
+
+
+class FailNext(BaseModel):
+    status: Literal[429, 500, 502, 503, 504]
+    retry_after: int | None = None
+    path: Literal["request", "token"] = "request"
+
+
+class ValidationFault(BaseModel):
+    failureCode: int = 30001
+    fieldName: str = "item.title"
+
+
+class FaultsUpdate(BaseModel):
+    latency_ms: int | None = Field(default=None, ge=0)
+    fail_next: list[FailNext] = []
+    validation_error: ValidationFault | None = None
+    expire_tokens: bool = False
+
+
+class ShipOrder(BaseModel):
+    due_date: date | None = None
+
+
+class RenewalAnswer(BaseModel):
+    approve: bool
+    due_date: date | None = None
+
+
+class RawStatus(BaseModel):
+    status: str = Field(min_length=1)
+
+
+@dataclass
+class _Faults:
+    latency_ms: int = 0
+    fail_next: list[FailNext] = field(default_factory=list)
+    validation_error: ValidationFault | None = None
+
+
+@dataclass
+class _AccessToken:
+    wskey: str
+    expires_at: float
+    revoked: bool = False
+
+
+@dataclass
+class _LenderRequest:
+    request_id: int
+    document: dict[str, Any]
+    created: datetime
+    created_clock: float
+    status: str = AWAITING_LENDER
+    edited: datetime | None = None
+    shipped_clock: float | None = None
+    due_date: date | None = None
+    renewals: int = 0
+    renewal_status: str | None = None
+    new_due_date: date | None = None
+
+    def view(self) -> dict[str, Any]:
+        """The illRequest as WorldShare returns it on a read."""
+        ill_request = dict(self.document)
+        ill_request |= {
+            "requestId": self.request_id,
+            "created": _oclc_datetime(self.created),
+            "edited": _oclc_datetime(self.edited or self.created),
+            "requestStatus": self.status,
+        }
+        if self.due_date is not None:
+            ill_request |= {"dueDate": _oclc_date(self.due_date), "renewals": self.renewals}
+        if self.renewal_status is not None:
+            ill_request["renewalStatus"] = self.renewal_status
+        if self.new_due_date is not None:
+            ill_request["newDueDate"] = _oclc_date(self.new_due_date)
+        return ill_request
+
+
+class _SandboxState:
+    def __init__(self, settings: WorldShareSandboxSettings) -> None:
+        self.settings = settings
+        self.tokens: dict[str, _AccessToken] = {}
+        self.requests: dict[int, _LenderRequest] = {}
+        self.next_request_id = settings.first_request_id
+        self.faults = _Faults()
+        self.calls: list[dict[str, Any]] = []
+        self.stats: Counter[str] = Counter(token_requests=0, creates=0, reads=0)
+
+    async def record(self, request: Request) -> None:
+        body = await request.body()
+        self.calls.append(
+            {
+                "method": request.method,
+                "url": str(request.url),
+                "headers": [[name, value] for name, value in request.headers.items()],
+                "body": body.decode("utf-8", errors="replace"),
+            }
+        )
+
+    def injected_failure(self, path: Literal["request", "token"]) -> JSONResponse | None:
+        for index, failure in enumerate(self.faults.fail_next):
+            if failure.path == path:
+                del self.faults.fail_next[index]
+                headers = {}
+                if failure.retry_after is not None:
+                    headers["Retry-After"] = str(failure.retry_after)
+                return _http_error(
+                    failure.status, HTTPStatus(failure.status).phrase, headers=headers
+                )
+        return None
+
+    def bearer_valid(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        access = self.tokens.get(token) if scheme.lower() == "bearer" else None
+        return access is not None and not access.revoked and time.time() < access.expires_at
+
+    def advance_auto_lender(self, lender_request: _LenderRequest) -> None:
+        """Move a request along as time has passed; computed on read, no background task."""
+        settings, now = self.settings, time.monotonic()
+        ship_after, close_after = settings.auto_ship_after_s, settings.auto_close_after_s
+        if (
+            ship_after is not None
+            and lender_request.status == AWAITING_LENDER
+            and now - lender_request.created_clock >= ship_after
+        ):
+            self.ship(lender_request, None)
+            lender_request.shipped_clock = lender_request.created_clock + ship_after
+        shipped_clock = lender_request.shipped_clock
+        if (
+            close_after is not None
+            and lender_request.status == SHIPPED
+            and shipped_clock is not None
+            and now - shipped_clock >= close_after
+        ):
+            self.set_status(lender_request, "COMPLETE")
+
+    def ship(self, lender_request: _LenderRequest, due_date: date | None) -> None:
+        loan_period = timedelta(days=self.settings.loan_period_days)
+        lender_request.due_date = due_date or datetime.now(UTC).date() + loan_period
+        lender_request.shipped_clock = time.monotonic()
+        self.set_status(lender_request, SHIPPED)
+
+    @staticmethod
+    def set_status(lender_request: _LenderRequest, status: str) -> None:
+        lender_request.status = status
+        lender_request.edited = datetime.now(UTC)
+
+
+def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None) -> FastAPI:
+    state = _SandboxState(settings or WorldShareSandboxSettings())
+    app = FastAPI(title="WorldShare sandbox", description=__doc__)
+    app.state.worldshare = state
+
+    @app.post("/oauth/token")
+    async def issue_token(request: Request) -> JSONResponse:
+        await state.record(request)
+        state.stats["token_requests"] += 1
+        if (failure := state.injected_failure("token")) is not None:
+            return failure
+        wskey, secret = _basic_credentials(request)
+        if not _client_accepted(state.settings.clients, wskey, secret):
+            return _token_error(401, f"WSKey '{wskey}' is invalid")
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        if form.get("grant_type") != ["client_credentials"]:
+            return _token_error(400, "Unsupported grant_type")
+        if not form.get("scope", [""])[0].strip():
+            return _token_error(400, "Missing scope")
+        return JSONResponse(_issue_access_token(state, wskey))
+
+    @app.post("/ILL/request/data")
+    async def create_request(request: Request) -> JSONResponse:
+        await state.record(request)
+        if (refusal := await _request_api_gate(state, request)) is not None:
+            return refusal
+        ill_request, failures = _validated(await request.body())
+        if state.faults.validation_error is not None:
+            failures = [state.faults.validation_error.model_dump()]
+        if failures:
+            return _validation_error(ill_request, failures)
+        now = datetime.now(UTC)
+        lender_request = _LenderRequest(
+            request_id=state.next_request_id,
+            document=_stored_document(ill_request),
+            created=now,
+            created_clock=time.monotonic(),
+        )
+        state.requests[lender_request.request_id] = lender_request
+        state.next_request_id += 1
+        state.stats["creates"] += 1
+        # A new request answers SUBMITTING, as in OCLC's samples, then waits on lenders.
+        return _envelope(lender_request.view() | {"requestStatus": "SUBMITTING"})
+
+    @app.get("/ILL/request/data/{request_id}")
+    async def read_request(request_id: str, request: Request) -> JSONResponse:
+        await state.record(request)
+        if (refusal := await _request_api_gate(state, request)) is not None:
+            return refusal
+        lender_request = _find(state, request_id)
+        if lender_request is None:
+            return _http_error(404, "Request not found")
+        state.advance_auto_lender(lender_request)
+        state.stats["reads"] += 1
+        return _envelope(lender_request.view())
+
+    @app.post("/_sandbox/requests/{request_id}/ship")
+    async def ship(request_id: str, order: ShipOrder | None = None) -> JSONResponse:
+        return _lender_acts(
+            state,
+            request_id,
+            {AWAITING_LENDER},
+            lambda found: state.ship(found, order.due_date if order else None),
+        )
+
+    @app.post("/_sandbox/requests/{request_id}/renewal")
+    async def answer_renewal(request_id: str, answer: RenewalAnswer) -> JSONResponse:
+        def renew(found: _LenderRequest) -> None:
+            if answer.approve:
+                current = found.due_date or datetime.now(UTC).date()
+                found.due_date = answer.due_date or current + timedelta(
+                    days=state.settings.loan_period_days
+                )
+                found.new_due_date = found.due_date
+                found.renewals += 1
+            found.renewal_status = "APPROVED" if answer.approve else "DENIED"
+            found.edited = datetime.now(UTC)
+
+        return _lender_acts(state, request_id, {SHIPPED}, renew)
+
+    @app.post("/_sandbox/requests/{request_id}/unfill")
+    async def unfill(request_id: str) -> JSONResponse:
+        return _lender_acts(
+            state, request_id, {AWAITING_LENDER}, lambda found: state.set_status(found, "UNFILLED")
+        )
+
+    @app.post("/_sandbox/requests/{request_id}/cancel")
+    async def cancel(request_id: str) -> JSONResponse:
+        return _lender_acts(
+            state, request_id, {AWAITING_LENDER}, lambda found: state.set_status(found, "CANCELLED")
+        )
+
+    @app.post("/_sandbox/requests/{request_id}/close")
+    async def close(request_id: str) -> JSONResponse:
+        return _lender_acts(
+            state,
+            request_id,
+            {SHIPPED, "RETURNED"},
+            lambda found: state.set_status(found, "COMPLETE"),
+        )
+
+    @app.post("/_sandbox/requests/{request_id}/status")
+    async def set_raw_status(request_id: str, raw: RawStatus) -> JSONResponse:
+        return _lender_acts(
+            state, request_id, None, lambda found: state.set_status(found, raw.status)
+        )
+
+    @app.post("/_sandbox/faults")
+    async def set_faults(update: FaultsUpdate) -> dict[str, Any]:
+        if update.latency_ms is not None:
+            state.faults.latency_ms = update.latency_ms
+        state.faults.fail_next.extend(update.fail_next)
+        if update.validation_error is not None:
+            state.faults.validation_error = update.validation_error
+        if update.expire_tokens:
+            for access in state.tokens.values():
+                access.revoked = True
+        return _faults_view(state.faults)
+
+    @app.delete("/_sandbox/faults")
+    async def clear_faults() -> dict[str, Any]:
+        state.faults = _Faults()
+        return _faults_view(state.faults)
+
+    @app.get("/_sandbox/calls")
+    async def calls() -> list[dict[str, Any]]:
+        return state.calls
+
+    @app.get("/_sandbox/stats")
+    async def stats() -> dict[str, int]:
+        return dict(state.stats)
+
+    return app
+
+
+async def _request_api_gate(state: _SandboxState, request: Request) -> JSONResponse | None:
+    """Latency, injected failures and the bearer check every Request API call goes through."""
+    if state.faults.latency_ms:
+        await asyncio.sleep(state.faults.latency_ms / 1000)
+    if (failure := state.injected_failure("request")) is not None:
+        return failure
+    if not state.bearer_valid(request):
+        return _http_error(401, "No valid authentication credentials found in request")
+    return None
+
+
+def _validated(raw_body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The inbound illRequest and OCLC-style failures (code + field) for what is wrong."""
+    try:
+        envelope = json.loads(raw_body)
+    except ValueError:
+        return {}, [{"failureCode": 140001, "fieldName": "illRequest"}]
+    ill_request = envelope.get("illRequest") if isinstance(envelope, dict) else None
+    if not isinstance(ill_request, dict):
+        return {}, [{"failureCode": 30000, "fieldName": "illRequest"}]
+    failures: list[dict[str, Any]] = []
+    item = ill_request.get("item")
+    title = item.get("title") if isinstance(item, dict) else None
+    if not isinstance(title, str) or not title.strip():
+        failures.append({"failureCode": 30000, "fieldName": "item.title"})
+    requester = ill_request.get("requester")
+    requester = requester if isinstance(requester, dict) else {}
+    institution = requester.get("institution")
+    institution_id = institution.get("institutionId") if isinstance(institution, dict) else None
+    if institution_id is None or institution_id == "":
+        failures.append({"failureCode": 30000, "fieldName": "requester.institution.institutionId"})
+    elif not isinstance(institution_id, int) or isinstance(institution_id, bool):
+        failures.append({"failureCode": 30001, "fieldName": "requester.institution.institutionId"})
+    service_type = requester.get("serviceType")
+    if service_type is None:
+        failures.append({"failureCode": 30000, "fieldName": "requester.serviceType"})
+    elif service_type not in ("COPY", "LOAN"):
+        failures.append({"failureCode": 30001, "fieldName": "requester.serviceType"})
+    needed = ill_request.get("needed")
+    if needed is not None and _parse_oclc_date(needed) is None:
+        failures.append({"failureCode": 30001, "fieldName": "needed"})
+    return ill_request, failures
+
+
+def _stored_document(ill_request: dict[str, Any]) -> dict[str, Any]:
+    """What OCLC keeps of an inbound request: all of it, plus its own fulfilment type."""
+    document = {
+        name: value
+        for name, value in ill_request.items()
+        if name not in ("requestId", "created", "edited", "requestStatus")
+    }
+    document["requester"] = {"fulfillmentType": "OCLC_ILL"} | dict(ill_request["requester"])
+    return document
+
+
+def _issue_access_token(state: _SandboxState, wskey: str) -> dict[str, str]:
+    lifetime = state.settings.token_lifetime_s
+    token = "tk_" + secrets.token_urlsafe(24)
+    expires_at = time.time() + lifetime
+    state.tokens[token] = _AccessToken(wskey=wskey, expires_at=expires_at)
+    institution = state.settings.context_institution_id
+    now = datetime.now(UTC)
+    refresh_lifetime = 604799
+    return {
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": str(lifetime),
+        "principalID": str(uuid.uuid5(uuid.NAMESPACE_URL, wskey)),
+        "principalIDNS": f"urn:oclc:platform:{institution}",
+        "contextInstitutionId": institution,
+        "expires_at": datetime.fromtimestamp(expires_at, UTC).strftime(EXPIRES_AT_FORMAT),
+        "refresh_token": "rt_" + secrets.token_urlsafe(24),
+        "refresh_token_expires_in": str(refresh_lifetime),
+        "refresh_token_expires_at": (now + timedelta(seconds=refresh_lifetime)).strftime(
+            EXPIRES_AT_FORMAT
+        ),
+    }
+
+
+def _basic_credentials(request: Request) -> tuple[str, str]:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    wskey, _, secret = decoded.partition(":")
+    return wskey, secret
+
+
+def _client_accepted(clients: Mapping[str, str] | None, wskey: str, secret: str) -> bool:
+    if not wskey or not secret:
+        return False
+    if clients is None:
+        return True
+    expected = clients.get(wskey)
+    return expected is not None and secrets.compare_digest(expected, secret)
+
+
+def _find(state: _SandboxState, request_id: str) -> _LenderRequest | None:
+    return state.requests.get(int(request_id)) if request_id.isdigit() else None
+
+
+def _lender_acts(
+    state: _SandboxState,
+    request_id: str,
+    allowed_from: set[str] | None,
+    action: Callable[[_LenderRequest], None],
+) -> JSONResponse:
+    lender_request = _find(state, request_id)
+    if lender_request is None:
+        return JSONResponse({"error": "not_found", "detail": "no such request"}, status_code=404)
+    if allowed_from is not None and lender_request.status not in allowed_from:
+        detail = f"request {request_id} is {lender_request.status}"
+        return JSONResponse({"error": "conflict", "detail": detail}, status_code=409)
+    action(lender_request)
+    return _envelope(lender_request.view())
+
+
+def _faults_view(faults: _Faults) -> dict[str, Any]:
+    return {
+        "latency_ms": faults.latency_ms,
+        "fail_next": [failure.model_dump() for failure in faults.fail_next],
+        "validation_error": (
+            faults.validation_error.model_dump() if faults.validation_error else None
+        ),
+    }
+
+
+def _envelope(ill_request: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"response": {"illRequest": ill_request}})
+
+
+def _validation_error(ill_request: dict[str, Any], failures: list[dict[str, Any]]) -> JSONResponse:
+    error = {"message": VALIDATION_MESSAGE, "detail": failures, "instance": str(uuid.uuid4())}
+    return JSONResponse({"response": {"error": error, "illRequest": ill_request}}, status_code=400)
+
+
+def _http_error(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"code": {"type": "http", "value": str(status)}, "message": message}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _token_error(status: int, message: str) -> JSONResponse:
+    body = {
+        "code": {"type": "http", "value": str(status)},
+        "details": "Authorization header: HTTP Basic",
+        "message": message,
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def _oclc_datetime(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def _oclc_date(day: date) -> str:
+    return f"{day.isoformat()}T00:00:00.000+0000"
+
+
+def _parse_oclc_date(value: object) -> date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None

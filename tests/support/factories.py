@@ -1,0 +1,41 @@
+"""Builders for the records tests start from, through the real service functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.db import write_session
+from app.institutions import service
+from app.institutions.models import Institution
+from app.institutions.schemas import InstitutionCreate
+from app.institutions.secrets import load_secret_box
+
+
+def make_institution(
+    engine: Engine, settings: Settings, code: str = "UNIV", **groups: Any
+) -> Institution:
+    data = {"code": code, "name": f"University {code}", **groups}
+    with write_session(engine) as session:
+        institution = service.create_institution(
+            session, load_secret_box(settings), InstitutionCreate.model_validate(data)
+        )
+        session.commit()
+    return institution
+
+
+def make_token(
+    engine: Engine, scopes: list[str], institution: Institution | None = None, name: str = "test"
+) -> str:
+    with write_session(engine) as session:
+        _token, plain = service.create_token(
+            session, name=name, scopes=scopes, institution=institution
+        )
+        session.commit()
+    return plain
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("illbridge.errors")
@@ -67,6 +68,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         409: "Conflict",
         413: "Body too large",
         422: "Validation error",
+        503: "Database unavailable; retry later",
     }.items()
 }
 
@@ -81,6 +83,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
+    503: "unavailable",
 }
 
 
@@ -94,6 +97,9 @@ def envelope(status_code: int, code: str, detail: str) -> JSONResponse:
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:10]:
+        if error.get("type") == "json_invalid":
+            parts.append("body: malformed JSON")
+            continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         # The message only, never the offending input: it may carry patron data.
         parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
@@ -113,6 +119,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return envelope(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value validation let through (a NUL byte, an out-of-range int).
+        log.warning("value_refused_by_database", extra={"error_type": type(exc.orig).__name__})
+        detail = "a value is out of range or holds a character the database refuses (NUL)"
+        return envelope(422, "invalid_value", detail)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database_unavailable", extra={"error_type": type(exc.orig).__name__})
+        return envelope(503, "unavailable", "the database is unavailable; retry later")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

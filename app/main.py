@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from app.alma.iso18626 import MAX_MESSAGE_BYTES
+from app.alma.iso_endpoint import router as iso18626_router
 from app.api import router as api_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -30,12 +32,22 @@ Every error answers with `{"error": "<code>", "detail": "<message>"}`.
 """
 
 
+def _body_limit_for(path: str) -> int | None:
+    """ISO 18626 messages are small; anything larger is refused before it is read."""
+    return MAX_MESSAGE_BYTES if path.startswith("/iso18626/") else None
+
+
 @dataclass
 class Services:
     """What routes reach through `request.app.state.services`."""
 
     context: JobContext
     worker: Worker | None
+
+    def wake_worker(self) -> None:
+        """Nudge the in-process worker (if any) to claim new jobs now; safe from any thread."""
+        if self.worker is not None:
+            self.worker.wake()
 
 
 def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
@@ -67,10 +79,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(iso18626_router)
     if settings.sandbox:
         from app.sandbox.mount import mount_sandboxes
 
         mount_sandboxes(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=_body_limit_for
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -21,6 +21,8 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _SECRET_KEYS = re.compile(r"(secret|token|password|api_key|apikey|authorization)", re.I)
 _SECRET_VALUES = re.compile(r"(ilb_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|apikey\s+\S+)", re.I)
+# Label values come from this set only, so a client cannot grow the metric's series at will.
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def redact(value: str) -> str:
@@ -153,7 +155,8 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(template, scope["method"], str(status)).observe(
+            method = scope["method"] if scope["method"] in _HTTP_METHODS else "other"
+            self.metrics.http_requests.labels(template, method, str(status)).observe(
                 time.perf_counter() - started
             )
             request_id_var.reset(token)

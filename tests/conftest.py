@@ -142,3 +142,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and (_skipped_postgres or _executed["postgres"] == 0):
         print("\nFAIL: PostgreSQL tests were skipped or not run under CI=true")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def fast_settings(settings: Settings) -> Settings:
+    """Settings for end-to-end runs: polls dispatched often."""
+    return settings.model_copy(update={"poll_dispatch_seconds": 0.2})

@@ -30,8 +30,8 @@ Context = Annotated[JobContext, Depends(get_context)]
 
 def get_wake(request: Request) -> Callable[[], None]:
     """Nudges the in-process worker (if any) to claim new jobs now rather than at its next poll."""
-    worker = request.app.state.services.worker
-    return worker.wake if worker is not None else (lambda: None)
+    wake: Callable[[], None] = request.app.state.services.wake_worker
+    return wake
 
 
 WakeWorker = Annotated[Callable[[], None], Depends(get_wake)]

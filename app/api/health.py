@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.api.deps import Context, Reader, ReadSession
 from app.borrowing import queries
-from app.errors import ERROR_RESPONSES
+from app.errors import ERROR_RESPONSES, ErrorEnvelope, envelope
 from app.jobs import queue
 from app.jobs.models import JobStatus
 from app.jobs.schemas import Stats
@@ -26,7 +26,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "The database is unreachable"}},
+    responses={503: {"model": ErrorEnvelope, "description": "The database is unreachable"}},
 )
 def readyz(context: Context) -> JSONResponse:
     """Ready when the database answers."""
@@ -34,9 +34,7 @@ def readyz(context: Context) -> JSONResponse:
         with context.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception:
-        return JSONResponse(
-            status_code=503, content={"error": "not_ready", "detail": "database unreachable"}
-        )
+        return envelope(503, "not_ready", "database unreachable")
     return JSONResponse({"status": "ready"})
 
 
@@ -59,7 +57,11 @@ def stats(token: Reader, session: ReadSession) -> Stats:
     return compute_stats(session, token.institution_id)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, 503: ERROR_RESPONSES[503]},
+)
 def metrics(request: Request, session: ReadSession) -> Response:
     """Prometheus text format; the queue and request gauges are read from the database."""
     instruments = request.app.state.metrics

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
+from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import Admin, Box, DbEngine, ReadSession, ensure_visible
 from app.db import write_session
-from app.errors import ERROR_RESPONSES, Forbidden
+from app.errors import ERROR_RESPONSES, Conflict, Forbidden
 from app.institutions import service
 from app.institutions.schemas import InstitutionCreate, InstitutionPublic, InstitutionUpdate
 
@@ -23,10 +24,14 @@ def create_institution(
 ) -> InstitutionPublic:
     if token.institution_id is not None:
         raise Forbidden("a token bound to one institution cannot create institutions")
-    with write_session(engine) as session:
-        institution = service.create_institution(session, box, body)
-        session.commit()
-        return service.to_public(institution, box)
+    try:
+        with write_session(engine) as session:
+            institution = service.create_institution(session, box, body)
+            session.commit()
+    except IntegrityError:
+        # Lost a race with a create of the same code (the check above it saw none).
+        raise Conflict(f"institution {body.code!r} already exists") from None
+    return service.to_public(institution, box)
 
 
 @router.get("")

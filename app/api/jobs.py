@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.api.deps import Admin, DbEngine, Reader, ReadSession, WakeWorker
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
 from app.jobs import queue
@@ -27,7 +27,7 @@ def list_jobs(
     session: ReadSession,
     status: JobStatus | None = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
-    request_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    request_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
@@ -50,7 +50,7 @@ def list_jobs(
 
 @router.post("/{job_id}/retry")
 def retry_job(
-    job_id: Annotated[int, Path(ge=1, le=2**62)], token: Admin, engine: DbEngine, wake: WakeWorker
+    job_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Admin, engine: DbEngine, wake: WakeWorker
 ) -> JobPublic:
     """Replay a dead job from its first attempt."""
     with write_session(engine) as session:

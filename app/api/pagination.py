@@ -8,6 +8,9 @@ import json
 
 from app.errors import AppError
 
+# The largest id a path or cursor may name; beyond it PostgreSQL's bigint would overflow.
+MAX_ID = 2**62
+
 
 def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
@@ -21,6 +24,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         before = value["before"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
         raise AppError("cursor is not one this API issued", code="invalid_cursor") from None
-    if not isinstance(before, int) or before < 1:
+    # bool is an int to Python, not to the database.
+    if not isinstance(before, int) or isinstance(before, bool) or not 1 <= before <= MAX_ID:
         raise AppError("cursor is not one this API issued", code="invalid_cursor")
     return before

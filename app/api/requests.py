@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
+from pydantic import AfterValidator
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import Context, Reader, ReadSession, WakeWorker, Writer, ensure_visible
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
 from app.borrowing import queries, service
 from app.borrowing.schemas import (
     BorrowingRequestCreate,
@@ -23,6 +24,17 @@ from app.errors import ERROR_RESPONSES, NotFound
 from app.institutions.service import get_by_code
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"], responses=ERROR_RESPONSES)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A time without an offset is read as UTC."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 IdempotencyKey = Annotated[
     str | None,
@@ -59,7 +71,7 @@ def register_request(
                 alma_request_id=body.alma_request_id,
                 citation=body.citation,
                 requester_user_id=body.requester_user_id,
-                origin="api",
+                origin=service.ORIGIN_API,
                 idempotency_key=idempotency_key,
             )
             session.commit()
@@ -88,12 +100,14 @@ def register_request(
 def list_requests(
     token: Reader,
     session: ReadSession,
-    institution: Annotated[str | None, Query(max_length=64)] = None,
+    institution: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
     state: RequestState | None = None,
-    alma_request_id: Annotated[str | None, Query(max_length=128)] = None,
+    alma_request_id: Annotated[str | None, Query(max_length=128, pattern=r"^[\w\-.:]+$")] = None,
     worldshare_request_id: Annotated[str | None, Query(max_length=64)] = None,
     needs_attention: bool | None = None,
-    updated_since: datetime | None = None,
+    updated_since: Annotated[
+        UtcDateTime | None, Query(description="Changed at or after; no offset means UTC")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> BorrowingRequestPage:
@@ -122,7 +136,7 @@ def list_requests(
 
 @router.get("/{request_id}")
 def get_request(
-    request_id: Annotated[int, Path(ge=1, le=2**62)], token: Reader, session: ReadSession
+    request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Reader, session: ReadSession
 ) -> BorrowingRequestDetail:
     """One request with its timeline (every event, applied or refused)."""
     row = queries.get_request(session, request_id)

@@ -16,7 +16,6 @@ from sqlmodel import Session, select
 from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest, RequestEvent
 from app.borrowing.states import (
-    HELD_STATES,
     TERMINAL_STATES,
     RequestState,
     TransitionRefused,
@@ -29,6 +28,10 @@ from app.jobs.queue import enqueue
 from app.timeutil import utcnow
 
 ATTENTION_MAX_CHARS = 1000
+ORIGIN_ISO18626 = "iso18626"
+ORIGIN_API = "api"
+RENEWAL_TASK = "Staff task: ask the lender to renew"
+CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
 
 # The supplier notice Alma gets after each transition of a request that came over ISO 18626.
 ALMA_NOTICES: dict[Trigger, str] = {
@@ -141,6 +144,16 @@ def flag(session: Session, request: BorrowingRequest, reason: str, *, source: st
     record_event(session, request, "flagged", source, detail={"reason": request.attention_reason})
 
 
+def clear_flag(session: Session, request: BorrowingRequest, *, source: str, why: str) -> None:
+    """Withdraw a flag whose cause has gone (a staff task that got done)."""
+    if not request.needs_attention:
+        return
+    request.needs_attention = False
+    request.attention_reason = None
+    session.add(request)
+    record_event(session, request, "flag_cleared", source, detail={"why": why})
+
+
 def apply_trigger(
     session: Session,
     request: BorrowingRequest,
@@ -148,8 +161,12 @@ def apply_trigger(
     source: str,
     *,
     detail: dict[str, Any] | None = None,
+    notice: str | None = None,
 ) -> bool:
-    """Move the request along; False (recorded and flagged, not applied) when it does not fit."""
+    """Move the request along; False (recorded and flagged, not applied) when it does not fit.
+
+    `notice` replaces the default Alma notice of the transition (e.g. a CancelResponse).
+    """
     current = RequestState(request.state)
     resume = RequestState(request.resume_state) if request.resume_state else None
     try:
@@ -179,15 +196,59 @@ def apply_trigger(
     event = record_event(
         session, request, trigger.value, source, from_state=current, to_state=target, detail=detail
     )
-    notice = ALMA_NOTICES.get(trigger)
-    if notice is not None and request.origin == "iso18626":
-        enqueue(
+    notice = notice or ALMA_NOTICES.get(trigger)
+    if notice is not None:
+        notify_alma(session, request, notice, key=str(event.id))
+    return True
+
+
+def request_renewal(session: Session, request: BorrowingRequest, source: str) -> bool:
+    """Alma asks for a renewal. WorldShare's API cannot ask the lender, so staff get a task."""
+    if not apply_trigger(session, request, Trigger.RENEWAL_REQUESTED, source):
+        return False
+    flag(
+        session,
+        request,
+        f"{RENEWAL_TASK} WorldShare request {request.worldshare_request_id} "
+        "(Alma asked for a renewal; the answer is picked up by polling)",
+        source=source,
+    )
+    return True
+
+
+def answer_renewal(
+    session: Session, request: BorrowingRequest, trigger: Trigger, source: str, **detail: Any
+) -> bool:
+    """The lender approved or refused a renewal: apply it and withdraw the staff task."""
+    if not apply_trigger(session, request, trigger, source, detail=detail):
+        return False
+    if (request.attention_reason or "").startswith(RENEWAL_TASK):
+        clear_flag(session, request, source=source, why="the lender answered the renewal")
+    return True
+
+
+def cancel_from_alma(session: Session, request: BorrowingRequest, source: str) -> bool:
+    """Alma cancelled; answered with CancelResponse Y, or N once the lender has shipped."""
+    if RequestState(request.state) not in CANCELLABLE_STATES:
+        record_event(
             session,
-            kinds.NOTIFY_ALMA,
-            {"notice": notice},
-            dedupe_key=f"notify:{request.id}:{event.id}",
-            institution_id=request.institution_id,
-            request_id=request.id,
+            request,
+            "cancel_refused",
+            source,
+            from_state=request.state,
+            applied=False,
+            detail={"reason": f"the request is {request.state}"},
+        )
+        notify_alma(session, request, "cancel_no", key=f"cancel:{utcnow().isoformat()}")
+        return False
+    apply_trigger(session, request, Trigger.CANCELLED, source, notice="cancel_yes")
+    if request.worldshare_request_id:
+        flag(
+            session,
+            request,
+            f"Staff task: cancel WorldShare request {request.worldshare_request_id} "
+            "(cancelled in Alma; WorldShare's API cannot cancel)",
+            source=source,
         )
     return True
 
@@ -210,5 +271,15 @@ def temporary_item_barcode(request: BorrowingRequest) -> str:
     return f"ILL{request.id:09d}"
 
 
-def is_held(request: BorrowingRequest) -> bool:
-    return RequestState(request.state) in HELD_STATES
+def notify_alma(session: Session, request: BorrowingRequest, notice: str, *, key: str) -> None:
+    """Queue a supplier notice that answers Alma outside a transition (e.g. a status answer)."""
+    if request.origin != ORIGIN_ISO18626:
+        return
+    enqueue(
+        session,
+        kinds.NOTIFY_ALMA,
+        {"notice": notice},
+        dedupe_key=f"notify:{request.id}:{key}",
+        institution_id=request.institution_id,
+        request_id=request.id,
+    )

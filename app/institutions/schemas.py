@@ -5,13 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 from app.worldshare.status import LenderOutcome
 
+URL_MAX_CHARS = 500
+
+
+def _fits_column(url: AnyHttpUrl) -> AnyHttpUrl:
+    # Normalisation (percent-encoding, punycode) can lengthen what the client sent.
+    if len(str(url)) > URL_MAX_CHARS:
+        raise ValueError(f"the URL is longer than {URL_MAX_CHARS} characters once normalised")
+    return url
+
+
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-Url = Annotated[AnyHttpUrl, Field(max_length=500)]
+Url = Annotated[AnyHttpUrl, Field(max_length=URL_MAX_CHARS), AfterValidator(_fits_column)]
 Short = Annotated[str, Field(min_length=1, max_length=128)]
+# The columns of agency id types and of the cancellation reason hold 64 characters.
+Label = Annotated[str, Field(min_length=1, max_length=64)]
 Secret = Annotated[SecretStr, Field(min_length=1, max_length=1000)]
 
 
@@ -20,7 +40,7 @@ class Strict(BaseModel):
 
 
 class AgencyId(Strict):
-    type: Short
+    type: Label
     value: Short
 
 
@@ -47,11 +67,11 @@ class WorldShareSettingsIn(Strict):
 
 
 class PolicyIn(Strict):
-    cancel_reason: Short | None = None
+    cancel_reason: Label | None = None
     stale_after_days: int | None = Field(default=None, ge=1, le=3650)
     patron_due_date_offset_days: int | None = Field(default=None, ge=0, le=365)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
-    poll_interval_seconds: int | None = Field(default=None, ge=10, le=7 * 86400)
+    poll_interval_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
     status_map: dict[Annotated[str, Field(max_length=64)], str] | None = Field(
         default=None,
         max_length=100,

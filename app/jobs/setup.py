@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.jobs import kinds
-from app.jobs.handlers import export, housekeeping, polling
+from app.jobs.handlers import alma_notice, export, housekeeping, polling
 from app.jobs.handlers.common import flag_on_dead
 from app.jobs.registry import Registry
 
@@ -20,6 +20,11 @@ def build_registry(settings: Settings) -> Registry:
         kinds.POLL_WORLDSHARE,
         polling.poll_request,
         on_dead=flag_on_dead("WorldShare status poll"),
+    )
+    registry.add(
+        kinds.NOTIFY_ALMA,
+        alma_notice.notify_alma,
+        on_dead=flag_on_dead("Telling Alma"),
     )
     registry.add(kinds.DISPATCH_POLLS, polling.dispatch_polls)
     registry.add(kinds.PURGE_FINISHED_JOBS, housekeeping.purge_finished_jobs)

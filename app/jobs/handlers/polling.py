@@ -131,17 +131,18 @@ def apply_lender_status(session: Session, job: ClaimedJob, lender: LenderStatus)
         moved = new_due is not None and new_due != request.lender_due_date
         if state is RequestState.RENEWAL_REQUESTED or (moved and _renewable(state)):
             service.set_lender_due_date(request, new_due, patron_offset_days=offset)
-            service.apply_trigger(
+            service.answer_renewal(
                 session,
                 request,
                 Trigger.RENEWAL_APPROVED,
                 SOURCE,
-                detail={**detail, "lender_due_date": _iso(new_due)},
+                **detail,
+                lender_due_date=_iso(new_due),
             )
         return
     if outcome is LenderOutcome.renewal_refused:
         if state is RequestState.RENEWAL_REQUESTED:
-            service.apply_trigger(session, request, Trigger.RENEWAL_REFUSED, SOURCE, detail=detail)
+            service.answer_renewal(session, request, Trigger.RENEWAL_REFUSED, SOURCE, **detail)
         return
     if not changed:
         return

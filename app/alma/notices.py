@@ -1,0 +1,75 @@
+"""The supplier notices the bridge sends Alma, built from a borrowing request's current record.
+
+Pure: given what the request says now, the ISO 18626 supplyingAgencyMessage to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from app.alma.iso18626 import (
+    ALMA_DEFAULT,
+    AgencyId,
+    Header,
+    Status,
+    SupplierMessageKind,
+    supplier_message,
+)
+from app.borrowing.states import RequestState
+from app.timeutil import utcnow
+
+# What Alma is told when it asks for the status, by our state.
+ISO_STATUS: dict[RequestState, Status] = {
+    RequestState.RECEIVED: Status.REQUEST_RECEIVED,
+    RequestState.EXPORTED: Status.EXPECT_TO_SUPPLY,
+    RequestState.SHIPPED: Status.LOANED,
+    RequestState.IN_LIBRARY: Status.LOANED,
+    RequestState.ON_LOAN: Status.LOANED,
+    RequestState.RENEWAL_REQUESTED: Status.LOANED,
+    RequestState.RETURNED: Status.LOANED,
+    RequestState.CLOSED: Status.LOAN_COMPLETED,
+    RequestState.UNFILLED: Status.UNFILLED,
+    RequestState.CANCELLED: Status.CANCELLED,
+}
+# Answers whose status is today's, not a fixed one.
+_CURRENT_STATUS_KINDS = frozenset(
+    {SupplierMessageKind.STATUS_ANSWER, SupplierMessageKind.CANCEL_NO}
+)
+
+
+@dataclass(frozen=True)
+class NoticeSubject:
+    """What a notice says about one request (the ids Alma knows it by, and its dates)."""
+
+    alma_agency: AgencyId
+    bridge_agency: AgencyId
+    alma_request_id: str
+    supplier_request_id: str | None
+    state: RequestState
+    lender_due_date: date | None
+    item_barcode: str | None
+
+
+def build_notice(kind: SupplierMessageKind, subject: NoticeSubject) -> bytes:
+    now = utcnow()
+    header = Header(
+        supplying_agency=subject.bridge_agency,
+        requesting_agency=subject.alma_agency,
+        timestamp=now,
+        requesting_agency_request_id=subject.alma_request_id,
+        supplying_agency_request_id=subject.supplier_request_id,
+    )
+    carries_due_date = kind in (
+        SupplierMessageKind.LOANED,
+        SupplierMessageKind.RENEW_YES,
+    )
+    return supplier_message(
+        ALMA_DEFAULT,
+        kind,
+        header,
+        status=ISO_STATUS[subject.state] if kind in _CURRENT_STATUS_KINDS else None,
+        due_date=subject.lender_due_date if carries_due_date else None,
+        item_id=subject.item_barcode if kind is SupplierMessageKind.LOANED else None,
+        date_sent=now if kind is SupplierMessageKind.LOANED else None,
+    )

@@ -1,0 +1,70 @@
+"""Tell Alma what happened to a borrowing request (an ISO 18626 supplyingAgencyMessage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from app.alma.iso18626 import AgencyId, SupplierMessageKind
+from app.alma.iso_client import send_supplier_message
+from app.alma.notices import NoticeSubject, build_notice
+from app.borrowing import service
+from app.borrowing.states import RequestState, Trigger
+from app.jobs.context import JobContext
+from app.jobs.handlers.common import load_request
+from app.jobs.queue import ClaimedJob
+from app.jobs.registry import PermanentJobError
+
+SOURCE = "worker"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    url: str
+    message: bytes
+
+
+def plan_notice(session: Session, job: ClaimedJob) -> Delivery:
+    request, institution = load_request(session, job)
+    try:
+        kind = SupplierMessageKind(str(job.payload.get("notice")))
+    except ValueError:
+        raise PermanentJobError(f"unknown Alma notice {job.payload.get('notice')!r}") from None
+    agencies = (
+        institution.alma_agency_id_type,
+        institution.alma_agency_id_value,
+        institution.bridge_agency_id_type,
+        institution.bridge_agency_id_value,
+    )
+    if not institution.alma_iso18626_url or not all(agencies):
+        raise PermanentJobError(
+            f"institution {institution.code} has no ISO 18626 channel "
+            "(alma.iso18626_url, alma.agency_id, alma.bridge_agency_id)"
+        )
+    alma_type, alma_value, bridge_type, bridge_value = (str(part) for part in agencies)
+    subject = NoticeSubject(
+        alma_agency=AgencyId(alma_type, alma_value),
+        bridge_agency=AgencyId(bridge_type, bridge_value),
+        alma_request_id=request.alma_request_id,
+        supplier_request_id=request.worldshare_request_id,
+        state=RequestState(request.state),
+        lender_due_date=request.lender_due_date,
+        item_barcode=request.item_barcode,
+    )
+    return Delivery(url=institution.alma_iso18626_url, message=build_notice(kind, subject))
+
+
+def record_notice(session: Session, job: ClaimedJob) -> None:
+    request, _institution = load_request(session, job)
+    notice = str(job.payload.get("notice"))
+    service.record_event(session, request, "alma_notified", SOURCE, detail={"notice": notice})
+    # Alma closes the borrowing request on LoanCompleted; so does the bridge.
+    if notice == SupplierMessageKind.LOAN_COMPLETED and request.state == RequestState.RETURNED:
+        service.apply_trigger(session, request, Trigger.LOAN_COMPLETED, SOURCE)
+
+
+async def notify_alma(ctx: JobContext, job: ClaimedJob) -> None:
+    delivery = await ctx.in_transaction(lambda session: plan_notice(session, job))
+    await send_supplier_message(ctx.http, delivery.url, delivery.message)
+    await ctx.in_transaction(lambda session: record_notice(session, job))

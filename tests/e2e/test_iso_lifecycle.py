@@ -1,0 +1,203 @@
+"""The ISO 18626 life cycle over real HTTP: Alma sandbox → bridge → WorldShare sandbox → Alma."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from app.alma.iso18626 import Action, MessageStatus
+from app.sandbox.alma_requester import send_action, send_request
+from tests.support.bridge import ALMA_AGENCY, BRIDGE_AGENCY, System, running_system, wait_for
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+CITATION = {"title": "Outwitting Squirrels", "author": "Bill Adler", "isbn": "9781556523021"}
+PATRON = {"patron_id": "P-778899", "surname": "Quimby", "given_name": "Ramona", "email": None}
+
+
+def alma_says(system: System, alma_request_id: str, action: Action | None = None) -> Any:
+    async def send() -> Any:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            if action is None:
+                return await send_request(
+                    http,
+                    system.iso_url,
+                    request_id=alma_request_id,
+                    citation=CITATION,
+                    patron=PATRON,
+                    requesting_agency=ALMA_AGENCY,
+                    supplying_agency=BRIDGE_AGENCY,
+                )
+            return await send_action(
+                http,
+                system.iso_url,
+                request_id=alma_request_id,
+                action=action,
+                requesting_agency=ALMA_AGENCY,
+                supplying_agency=BRIDGE_AGENCY,
+            )
+
+    return asyncio.run(send())
+
+
+def in_state(system: System, alma_request_id: str, state: str) -> dict[str, Any] | None:
+    found = system.find(alma_request_id)
+    return found if found and found["state"] == state else None
+
+
+def notices(system: System, alma_request_id: str) -> list[tuple[str, str, str | None]]:
+    return [
+        (m["reasonForMessage"], m["status"], m["answerYesNo"])
+        for m in system.alma_messages(alma_request_id)
+    ]
+
+
+def test_full_loan_life_cycle(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        confirmation = alma_says(system, "ALMA-1")
+        assert confirmation.message_status is MessageStatus.OK
+
+        exported = wait_for(lambda: in_state(system, "ALMA-1", "exported"), what="export")
+        ws_id = exported["worldshare_request_id"]
+        assert ws_id
+        wait_for(lambda: notices(system, "ALMA-1"), what="ExpectToSupply")
+        assert notices(system, "ALMA-1") == [("RequestResponse", "ExpectToSupply", None)]
+
+        system.lender(ws_id, "ship", due_date="2027-01-15")
+        shipped = wait_for(lambda: in_state(system, "ALMA-1", "shipped"), what="shipment")
+        assert shipped["lender_due_date"] == "2027-01-15"
+        assert shipped["patron_due_date"] == "2027-01-08"  # 7 days earlier by default
+        loaned = wait_for(lambda: len(system.alma_messages("ALMA-1")) >= 2 or None)
+        assert loaned
+        message = system.alma_messages("ALMA-1")[1]
+        assert (message["reasonForMessage"], message["status"]) == ("StatusChange", "Loaned")
+        assert message["dueDate"].startswith("2027-01-15")
+        assert message["itemId"] == shipped["item_barcode"]
+
+        assert alma_says(system, "ALMA-1", Action.RECEIVED).message_status is MessageStatus.OK
+        assert system.find("ALMA-1")["state"] == "in_library"
+
+        assert alma_says(system, "ALMA-1", Action.RENEW).message_status is MessageStatus.OK
+        asked = system.find("ALMA-1")
+        assert asked["state"] == "renewal_requested"
+        assert asked["needs_attention"] and "renew" in asked["attention_reason"]
+
+        system.lender(ws_id, "renewal", approve=True, due_date="2027-02-15")
+        renewed = wait_for(lambda: in_state(system, "ALMA-1", "in_library"), what="renewal")
+        assert renewed["lender_due_date"] == "2027-02-15"
+        assert renewed["patron_due_date"] == "2027-02-08"
+        assert not renewed["needs_attention"]
+        wait_for(lambda: len(system.alma_messages("ALMA-1")) >= 3 or None, what="RenewResponse")
+        renew = system.alma_messages("ALMA-1")[2]
+        assert (renew["reasonForMessage"], renew["answerYesNo"]) == ("RenewResponse", "Y")
+        assert renew["dueDate"].startswith("2027-02-15")
+
+        assert alma_says(system, "ALMA-1", Action.SHIPPED_RETURN).message_status.value == "OK"
+        closed = wait_for(lambda: in_state(system, "ALMA-1", "closed"), what="close")
+        assert closed["closed_at"]
+        assert notices(system, "ALMA-1")[-1] == ("RequestResponse", "LoanCompleted", None)
+        kinds = [e["kind"] for e in closed["events"] if e["applied"]]
+        for step in ("received", "exported", "lender_shipped", "item_received"):
+            assert step in kinds
+        # Each transition told Alma once: no notice was sent twice.
+        assert len(notices(system, "ALMA-1")) == 4
+
+
+def test_refused_renewal_answers_no(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-R")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-R", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-03-01")
+        wait_for(lambda: in_state(system, "ALMA-R", "shipped"))
+        alma_says(system, "ALMA-R", Action.RECEIVED)
+        alma_says(system, "ALMA-R", Action.RENEW)
+        system.lender(ws_id, "renewal", approve=False)
+        refused = wait_for(lambda: in_state(system, "ALMA-R", "in_library"), what="refusal")
+        assert refused["lender_due_date"] == "2027-03-01"
+        wait_for(lambda: ("RenewResponse", "Loaned", "N") in notices(system, "ALMA-R"))
+
+
+def test_cancel_before_the_lender_ships(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-C")
+        exported = wait_for(lambda: in_state(system, "ALMA-C", "exported"))
+        assert alma_says(system, "ALMA-C", Action.CANCEL).message_status is MessageStatus.OK
+        cancelled = system.find("ALMA-C")
+        assert cancelled["state"] == "cancelled"
+        # WorldShare's API cannot cancel: staff are told to, with the WorldShare id.
+        assert exported["worldshare_request_id"] in cancelled["attention_reason"]
+        wait_for(lambda: ("CancelResponse", "Cancelled", "Y") in notices(system, "ALMA-C"))
+
+
+def test_unfilled_by_the_network(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-U")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-U", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "unfill")
+        wait_for(lambda: in_state(system, "ALMA-U", "unfilled"), what="unfilled")
+        wait_for(lambda: ("RequestResponse", "Unfilled", None) in notices(system, "ALMA-U"))
+
+
+def test_duplicate_request_is_exported_once(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        assert alma_says(system, "ALMA-D").message_status is MessageStatus.OK
+        assert alma_says(system, "ALMA-D").message_status is MessageStatus.OK
+        wait_for(lambda: in_state(system, "ALMA-D", "exported"))
+        stats = system.http.get(f"{system.worldshare_url}/_sandbox/stats").json()
+        assert stats["creates"] == 1
+        listed = system.api("GET", "/api/v1/requests", params={"alma_request_id": "ALMA-D"})
+        assert len(listed.json()["items"]) == 1
+
+
+def test_out_of_order_action_is_recorded_and_flagged(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-O")
+        wait_for(lambda: in_state(system, "ALMA-O", "exported"))
+        confirmation = alma_says(system, "ALMA-O", Action.SHIPPED_RETURN)
+        assert confirmation.message_status is MessageStatus.ERROR
+        assert confirmation.error_type.value == "UnrecognisedDataValue"
+        request = system.find("ALMA-O")
+        assert request["state"] == "exported"
+        assert request["needs_attention"]
+        refused = [e for e in request["events"] if not e["applied"]]
+        assert [e["kind"] for e in refused] == ["shipped_return"]
+
+
+def test_unknown_request_and_wrong_agency_are_refused(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        unknown = alma_says(system, "NEVER-SENT", Action.RECEIVED)
+        assert unknown.message_status is MessageStatus.ERROR
+        assert unknown.error_value == "requestingAgencyRequestId"
+
+        async def wrong_agency() -> Any:
+            async with httpx.AsyncClient() as http:
+                return await send_request(
+                    http,
+                    system.iso_url,
+                    request_id="ALMA-W",
+                    citation=CITATION,
+                    patron=None,
+                    requesting_agency=("ISIL", "SOMEONE-ELSE"),
+                    supplying_agency=BRIDGE_AGENCY,
+                )
+
+        refused = asyncio.run(wrong_agency())
+        assert refused.message_status is MessageStatus.ERROR
+        assert refused.error_value == "requestingAgencyId"
+        assert system.find("ALMA-W") is None
+
+
+def test_patron_data_never_reaches_worldshare(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-P")
+        found = wait_for(lambda: in_state(system, "ALMA-P", "exported"))
+        calls = system.http.get(f"{system.worldshare_url}/_sandbox/calls").json()
+        assert calls
+        text = repr(calls)
+        for value in ("P-778899", "Quimby", "Ramona"):
+            assert value not in text
+        # Nor into the request's public record or its timeline.
+        assert "Quimby" not in repr(found) and "P-778899" not in repr(found)

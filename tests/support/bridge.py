@@ -1,0 +1,118 @@
+"""The whole system on loopback: the bridge (API + worker), the WorldShare and Alma sandboxes.
+
+Everything talks over real HTTP; tests drive Alma with the sandbox requester's client and the
+lender with the WorldShare sandbox's control endpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.main import create_app
+from app.sandbox.alma_requester import create_alma_iso_sandbox
+from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
+from tests.support.factories import bearer, make_institution, make_token
+from tests.support.servers import run_asgi_in_thread
+
+ALMA_AGENCY = ("ISIL", "US-UNIV")
+BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
+T = TypeVar("T")
+
+
+@dataclass
+class System:
+    bridge_url: str
+    worldshare_url: str
+    alma_url: str
+    token: str
+    http: httpx.Client
+
+    @property
+    def iso_url(self) -> str:
+        return f"{self.bridge_url}/iso18626/UNIV"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(
+            method, f"{self.bridge_url}{path}", headers=bearer(self.token), **kwargs
+        )
+
+    def request(self, request_id: int) -> dict[str, Any]:
+        response = self.api("GET", f"/api/v1/requests/{request_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def find(self, alma_request_id: str) -> dict[str, Any] | None:
+        items = self.api("GET", "/api/v1/requests", params={"alma_request_id": alma_request_id})
+        found = items.json()["items"]
+        return self.request(found[0]["id"]) if found else None
+
+    def alma_messages(self, alma_request_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(
+            f"{self.alma_url}/_sandbox/messages", params={"request_id": alma_request_id}
+        )
+        return list(response.json())
+
+    def lender(self, worldshare_request_id: str, action: str, **body: Any) -> None:
+        response = self.http.post(
+            f"{self.worldshare_url}/_sandbox/requests/{worldshare_request_id}/{action}", json=body
+        )
+        response.raise_for_status()
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_system(
+    settings: Settings,
+    engine: Engine,
+    *,
+    worldshare: WorldShareSandboxSettings | None = None,
+    policy: dict[str, Any] | None = None,
+) -> Iterator[System]:
+    with ExitStack() as stack:
+        worldshare_url = stack.enter_context(
+            run_asgi_in_thread(create_worldshare_sandbox(worldshare))
+        )
+        alma_url = stack.enter_context(run_asgi_in_thread(create_alma_iso_sandbox()))
+        make_institution(
+            engine,
+            settings,
+            alma={
+                "iso18626_url": f"{alma_url}/iso18626",
+                "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
+                "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},
+            },
+            worldshare={
+                "base_url": f"{worldshare_url}/ILL",
+                "token_url": f"{worldshare_url}/oauth/token",
+                "scope": "WorldShareILL",
+                "key": "sandbox-key",
+                "secret": "sandbox-secret",
+                "institution_id": "128807",
+            },
+            policy={"poll_interval_seconds": 1, **(policy or {})},
+        )
+        token = make_token(engine, ["admin"])
+        bridge_url = stack.enter_context(
+            run_asgi_in_thread(create_app(settings, run_worker=True))
+        )
+        http = stack.enter_context(httpx.Client(timeout=10.0))
+        yield System(bridge_url, worldshare_url, alma_url, token, http)

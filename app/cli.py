@@ -7,19 +7,26 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.config import get_settings
+from app.institutions.models import SCOPES
 
 
 def _json_arg(value: str | None) -> dict[str, Any]:
     if value is None:
         return {}
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
-    data = json.loads(text)
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        data = json.loads(text)
+    except OSError as exc:
+        raise SystemExit(f"cannot read the configuration file: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"the configuration is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise SystemExit("the configuration must be a JSON object")
     return data
@@ -62,6 +69,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         downgrade(settings.database_url, args.revision)
     else:
         upgrade(settings.database_url, args.revision)
+    print(f"database migrated to {args.revision}")
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:
@@ -123,10 +131,11 @@ def cmd_institution(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
+    from app.db import create_db_engine, write_session
     from app.institutions import service
 
-    session_cm, _box = _admin_session()
-    with session_cm as session:
+    engine = create_db_engine(get_settings().database_url)
+    with write_session(engine) as session:
         institution = service.get_by_code(session, args.institution) if args.institution else None
         try:
             token, plain = service.create_token(
@@ -144,6 +153,12 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> None:
     from app.sandbox.demo import seed_demo
 
     seed_demo(get_settings(), public_url=args.public_url)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from app.sandbox.demo import read_demo_token, run_demo
+
+    run_demo(args.url, args.token or read_demo_token(), alma_request_id=args.request_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,26 +204,41 @@ def build_parser() -> argparse.ArgumentParser:
     token_actions = token.add_subparsers(dest="action", required=True)
     create = token_actions.add_parser("create")
     create.add_argument("--name", required=True)
-    create.add_argument(
-        "--scope", action="append", required=True, help="requests:read, requests:write, admin"
-    )
+    create.add_argument("--scope", action="append", required=True, choices=SCOPES)
     create.add_argument("--institution", help="bind the token to one institution")
     token.set_defaults(func=cmd_token)
 
     sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")
     sandbox.add_argument("--public-url", default=None)
     sandbox.set_defaults(func=cmd_sandbox_seed)
+
+    demo = commands.add_parser("demo", help="play Alma against a running sandbox service")
+    demo.add_argument("--url", default="http://127.0.0.1:8000")
+    demo.add_argument("--token", help="defaults to the one sandbox-seed kept under var/")
+    demo.add_argument("--request-id", default=f"DEMO-{int(time.time())}")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    from sqlalchemy.exc import OperationalError
+
     from app.errors import AppError
+    from app.institutions.secrets import SecretKeyMissing
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except AppError as exc:
         raise SystemExit(f"error: {exc.detail}") from None
+    except SecretKeyMissing as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise SystemExit(
+            f"error: the database refused: {reason} (is it reachable and migrated? "
+            "`illbridge migrate`)"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     )
     finished_job_retention_days: int = Field(default=14, ge=1)
     poll_dispatch_seconds: float = Field(
-        default=30.0, gt=0, description="How often due WorldShare polls are queued"
+        default=10.0, gt=0, description="How often due WorldShare polls are queued"
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
 

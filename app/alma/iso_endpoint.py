@@ -160,6 +160,10 @@ async def receive_iso18626(
             refusal.http_status,
         )
     metrics.inbound_messages.labels("iso18626", outcome.inbox).inc()
+    log.info(
+        "iso_message_taken",
+        extra={"institution": institution, "kind": message.kind, "outcome": outcome.inbox},
+    )
     if outcome.inbox == "accepted":
         request.app.state.services.wake_worker()
     if outcome.error is not None:

@@ -6,13 +6,10 @@ import asyncio
 from typing import Any
 
 import httpx
-import pytest
 
 from app.alma.iso18626 import Action, MessageStatus
 from app.sandbox.alma_requester import send_action, send_request
 from tests.support.bridge import ALMA_AGENCY, BRIDGE_AGENCY, System, running_system, wait_for
-
-pytestmark = pytest.mark.xdist_group("e2e")
 
 CITATION = {"title": "Outwitting Squirrels", "author": "Bill Adler", "isbn": "9781556523021"}
 PATRON = {"patron_id": "P-778899", "surname": "Quimby", "given_name": "Ramona", "email": None}

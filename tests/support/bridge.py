@@ -111,8 +111,6 @@ def running_system(
             policy={"poll_interval_seconds": 1, **(policy or {})},
         )
         token = make_token(engine, ["admin"])
-        bridge_url = stack.enter_context(
-            run_asgi_in_thread(create_app(settings, run_worker=True))
-        )
+        bridge_url = stack.enter_context(run_asgi_in_thread(create_app(settings, run_worker=True)))
         http = stack.enter_context(httpx.Client(timeout=10.0))
         yield System(bridge_url, worldshare_url, alma_url, token, http)

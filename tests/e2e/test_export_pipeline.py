@@ -1,0 +1,174 @@
+"""Export and polling through the real worker against the WorldShare sandbox over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.jobs.context import open_context
+from app.jobs.handlers.export import export_citation
+from app.jobs.queue import ClaimedJob
+from app.observability import Metrics
+from tests.support.bridge import System, running_system, wait_for
+
+
+def register(system: System, alma_request_id: str, **citation: Any) -> dict[str, Any]:
+    body = {
+        "institution": "UNIV",
+        "alma_request_id": alma_request_id,
+        "requester_user_id": "patron-0042",
+        "citation": {"title": "The Book of Tea", "author": "Okakura Kakuzo", **citation},
+    }
+    response = system.api("POST", "/api/v1/requests", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def state_of(system: System, request_id: int) -> str:
+    return str(system.request(request_id)["state"])
+
+
+def worldshare(system: System, path: str, method: str = "GET", **body: Any) -> Any:
+    response = system.http.request(method, f"{system.worldshare_url}{path}", json=body or None)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def test_hundred_concurrent_exports_share_one_token(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        ids = [register(system, f"BULK-{n}")["id"] for n in range(100)]
+        wait_for(
+            lambda: (
+                all(state_of(system, i) == "exported" for i in ids[-5:])
+                and system.api("GET", "/api/v1/stats").json()["requests_by_state"].get("exported")
+                == 100
+            ),
+            timeout=60,
+            what="100 exports",
+        )
+        stats = worldshare(system, "/_sandbox/stats")
+        assert stats["creates"] == 100
+        assert stats["token_requests"] == 1
+
+
+def test_expired_token_is_refreshed_once(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        first = register(system, "TOK-1")
+        wait_for(lambda: state_of(system, first["id"]) == "exported")
+        worldshare(system, "/_sandbox/faults", "POST", expire_tokens=True)
+        second = register(system, "TOK-2")
+        wait_for(lambda: state_of(system, second["id"]) == "exported")
+        assert worldshare(system, "/_sandbox/stats")["token_requests"] == 2
+
+
+def test_throttling_is_retried_after_retry_after(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        worldshare(
+            system,
+            "/_sandbox/faults",
+            "POST",
+            fail_next=[
+                {"status": 429, "retry_after": 1, "path": "request"},
+                {"status": 503, "retry_after": 1, "path": "request"},
+            ],
+        )
+        created = register(system, "RETRY-1")
+        wait_for(lambda: state_of(system, created["id"]) == "exported", timeout=20)
+        jobs = system.api("GET", "/api/v1/jobs", params={"request_id": created["id"]}).json()
+        export = next(j for j in jobs["items"] if j["kind"] == "worldshare.export")
+        assert export["status"] == "succeeded"
+        assert export["attempts"] == 3
+        # Retry-After (1 s) was honoured twice although the backoff cap is 0.5 s.
+        detail = system.request(created["id"])
+        exported_at = next(e["at"] for e in detail["events"] if e["kind"] == "exported")
+        assert _seconds_between(created["created_at"], exported_at) >= 2.0
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def test_validation_error_is_dead_and_flagged(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        worldshare(
+            system,
+            "/_sandbox/faults",
+            "POST",
+            validation_error={"failureCode": 30001, "fieldName": "item.title"},
+        )
+        created = register(system, "BAD-1")
+        flagged = wait_for(
+            lambda: (r := system.request(created["id"]))["needs_attention"] and r, timeout=20
+        )
+        assert flagged["state"] == "received"
+        assert "30001" in flagged["attention_reason"]
+        assert "item.title" in flagged["attention_reason"]
+        jobs = system.api("GET", "/api/v1/jobs", params={"status": "dead"}).json()["items"]
+        assert [j["kind"] for j in jobs] == ["worldshare.export"]
+        assert jobs[0]["attempts"] == 1  # permanent: not retried
+
+        # Once the cause is fixed, an operator replays the dead job.
+        worldshare(system, "/_sandbox/faults", "DELETE")
+        replay = system.api("POST", f"/api/v1/jobs/{jobs[0]['id']}/retry")
+        assert replay.status_code == 200, replay.text
+        wait_for(lambda: state_of(system, created["id"]) == "exported")
+
+
+def test_export_running_twice_creates_one_worldshare_request(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        created = register(system, "TWICE-1")
+        wait_for(lambda: state_of(system, created["id"]) == "exported")
+        job = ClaimedJob(
+            id=0,
+            kind="worldshare.export",
+            payload={},
+            attempts=1,
+            max_attempts=1,
+            lease_token="replayed",
+            institution_id=None,
+            request_id=created["id"],
+        )
+
+        async def replay() -> None:
+            async with open_context(fast_settings, Metrics()) as ctx:
+                await export_citation(ctx, job)
+                await export_citation(ctx, job)
+
+        asyncio.run(replay())
+        assert worldshare(system, "/_sandbox/stats")["creates"] == 1
+        assert system.request(created["id"])["state"] == "exported"
+
+
+def test_polling_applies_lender_changes_and_flags_unknown_status(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        shipped = register(system, "POLL-1")
+        lost = register(system, "POLL-2")
+        for request in (shipped, lost):
+            wait_for(lambda r=request: state_of(system, r["id"]) == "exported")
+        ws_shipped = system.request(shipped["id"])["worldshare_request_id"]
+        ws_lost = system.request(lost["id"])["worldshare_request_id"]
+        worldshare(system, f"/_sandbox/requests/{ws_shipped}/ship", "POST", due_date="2027-05-20")
+        worldshare(system, f"/_sandbox/requests/{ws_lost}/status", "POST", status="LOST")
+
+        done = wait_for(lambda: state_of(system, shipped["id"]) == "shipped", timeout=20)
+        assert done
+        record = system.request(shipped["id"])
+        assert record["lender_due_date"] == "2027-05-20"
+        assert record["lender_status"] == "IN_TRANSIT"
+
+        flagged = wait_for(lambda: (r := system.request(lost["id"]))["needs_attention"] and r)
+        assert flagged["state"] == "exported"  # recorded and flagged, never guessed
+        assert "LOST" in flagged["attention_reason"]
+        assert "lender_status_unknown" in [e["kind"] for e in flagged["events"]]
+
+
+def test_status_map_override_from_the_institution_policy(fast_settings, engine):
+    policy = {"status_map": {"LOST": "cancelled"}}
+    with running_system(fast_settings, engine, policy=policy) as system:
+        created = register(system, "MAP-1")
+        wait_for(lambda: state_of(system, created["id"]) == "exported")
+        ws_id = system.request(created["id"])["worldshare_request_id"]
+        worldshare(system, f"/_sandbox/requests/{ws_id}/status", "POST", status="Lost")
+        wait_for(lambda: state_of(system, created["id"]) == "cancelled", timeout=20)

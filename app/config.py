@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    worker_concurrency: int = Field(default=16, ge=1, le=256)
+    # Bounded by the connection pool (40) and the thread pool handlers' database steps use.
+    worker_concurrency: int = Field(default=16, ge=1, le=32)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_max_attempts: int = Field(default=8, ge=1)

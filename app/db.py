@@ -7,10 +7,12 @@ write begin with `BEGIN IMMEDIATE` so two writers queue on the lock instead of f
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine, make_url
@@ -28,6 +30,9 @@ NAMING_CONVENTION = {
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 metadata: MetaData = SQLModel.metadata
 
+# One lock per SQLite engine, taken by write sessions (see `write_session`).
+_write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+
 
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
@@ -38,8 +43,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        # Enough pooled connections for the worker's threads: a new one costs its pragmas.
+        pool_size=20,
+        max_overflow=20,
         **kwargs,
     )
+    _write_locks[engine] = threading.Lock()
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -73,7 +82,16 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
-    """A session whose caller commits; on SQLite it takes the write lock at its first statement."""
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
-    with Session(bind, expire_on_commit=False) as session:
+    """A session whose caller commits; on SQLite it takes the write lock at its first statement.
+
+    SQLite has one writer at a time: threads of this process queue on a lock of their own
+    rather than in SQLite's busy handler, whose back-off sleeps waste most of a contended wait.
+    """
+    lock = _write_locks.get(engine)
+    if lock is None:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+        return
+    immediate = engine.execution_options(sqlite_begin="IMMEDIATE")
+    with lock, Session(immediate, expire_on_commit=False) as session:
         yield session

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -106,7 +108,43 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+_ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+def _declare_envelopes(app: FastAPI) -> None:
+    """Declare the envelope for every JSON (or body-less) error response in the OpenAPI document.
+
+    The handlers below answer every error with the envelope, FastAPI's own 422 declaration
+    included; responses a route declares in another media type (ISO 18626 XML) are kept.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status.startswith("2"):
+                        continue
+                    content = response.setdefault("content", {})
+                    if not content or "application/json" in content:
+                        content["application/json"] = {"schema": dict(_ENVELOPE_REF)}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorEnvelope", ErrorEnvelope.model_json_schema())
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if f"#/components/schemas/{unused}" not in json.dumps(schema["paths"]):
+                components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _declare_envelopes(app)
+
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
         return envelope(exc.status_code, exc.code, exc.detail)

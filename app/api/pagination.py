@@ -8,8 +8,8 @@ import json
 
 from app.errors import AppError
 
-# The largest id a path or cursor may name; beyond it PostgreSQL's bigint would overflow.
-MAX_ID = 2**62
+# The largest id a path or cursor may name: ids are INTEGER columns (int4 on PostgreSQL).
+MAX_ID = 2**31 - 1
 
 
 def encode_cursor(last_id: int) -> str:

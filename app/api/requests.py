@@ -9,7 +9,14 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from pydantic import AfterValidator
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import Context, Reader, ReadSession, WakeWorker, Writer, ensure_visible
+from app.api.deps import (
+    Context,
+    Reader,
+    ReadSession,
+    WakeWorker,
+    Writer,
+    ensure_visible,
+)
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
 from app.borrowing import queries, service
 from app.borrowing.schemas import (
@@ -103,7 +110,9 @@ def list_requests(
     institution: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
     state: RequestState | None = None,
     alma_request_id: Annotated[str | None, Query(max_length=128, pattern=r"^[\w\-.:]+$")] = None,
-    worldshare_request_id: Annotated[str | None, Query(max_length=64)] = None,
+    worldshare_request_id: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[\w\-.:]+$")
+    ] = None,
     needs_attention: bool | None = None,
     updated_since: Annotated[
         UtcDateTime | None, Query(description="Changed at or after; no offset means UTC")

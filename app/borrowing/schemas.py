@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.borrowing.citation import Citation
+from app.borrowing.citation import Citation, TextWithoutNul
 
 
-class BorrowingRequestCreate(BaseModel):
+class BorrowingRequestCreate(TextWithoutNul):
     """An unfilled Alma borrowing request, in Alma's own field names."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
 from app.worldshare.status import LenderOutcome
@@ -35,8 +36,27 @@ Label = Annotated[str, Field(min_length=1, max_length=64)]
 Secret = Annotated[SecretStr, Field(min_length=1, max_length=1000)]
 
 
+def _refuse_nul(value: object) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key)
+            _refuse_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # SQLite would keep a NUL that PostgreSQL refuses; refuse it on both.
+        _refuse_nul(data)
+        return data
 
 
 class AgencyId(Strict):

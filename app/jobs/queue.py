@@ -69,8 +69,9 @@ def enqueue(
     statement = insert(JOBS).values(**values)
     if dedupe_key is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    result = session.execute(statement)
-    return _changed(result)
+    # A returned row, not rowcount: with RETURNING, PostgreSQL's rowcount does not tell a
+    # skipped conflict from an insert.
+    return session.execute(statement.returning(JOBS.c.id)).first() is not None
 
 
 def _claimable(now: datetime) -> Any:

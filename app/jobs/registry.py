@@ -13,7 +13,9 @@ from app.jobs.queue import ClaimedJob
 if TYPE_CHECKING:
     from app.jobs.context import JobContext
 
-Run = Callable[["JobContext", ClaimedJob], Awaitable[None]]
+# The handler's last database step, committed in the transaction that marks the job succeeded.
+Finish = Callable[[Session], object]
+Run = Callable[["JobContext", ClaimedJob], Awaitable[Finish | None]]
 # Called in the transaction that marks the job dead, to flag what it was working for.
 OnDead = Callable[[Session, ClaimedJob, str], None]
 

@@ -23,10 +23,12 @@ from app.jobs import queue
 from app.jobs.backoff import retry_delay
 from app.jobs.context import JobContext
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import Handler, PermanentJobError, Registry
+from app.jobs.registry import Finish, Handler, PermanentJobError, Registry
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
 log = logging.getLogger("illbridge.worker")
+
+PERIODIC_KEY_PREFIX = "periodic:"
 
 
 def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
@@ -122,8 +124,8 @@ class Worker:
                     session,
                     periodic.kind,
                     periodic.payload,
-                    dedupe_key=f"periodic:{periodic.name}:{period}",
-                    max_attempts=1,
+                    dedupe_key=f"{PERIODIC_KEY_PREFIX}{periodic.name}:{period}",
+                    max_attempts=3,
                 )
             session.commit()
 
@@ -132,12 +134,13 @@ class Worker:
         started = time.perf_counter()
         heartbeat = asyncio.create_task(self._heartbeat(job))
         error: BaseException | None = None
+        finish: Finish | None = None
         try:
             if handler is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             if job.attempts > job.max_attempts:
                 raise PermanentJobError("attempts exhausted (leases expired repeatedly)")
-            await handler.run(self.context, job)
+            finish = await handler.run(self.context, job)
         except Exception as exc:
             error = exc
         finally:
@@ -145,25 +148,55 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         self.context.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
-        outcome = await to_thread.run_sync(self._record, job, handler, error)
+        try:
+            outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
+        except Exception as exc:
+            # Nothing recorded: the lease runs out and the job runs again (at least once).
+            outcome = "record_failed"
+            log.error(
+                "job_record_failed",
+                extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
+            )
         self.context.metrics.jobs_finished.labels(job.kind, outcome).inc()
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         lease = self.settings.job_lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            if not await to_thread.run_sync(queue.extend_lease, self.engine, job, lease):
-                return
+            try:
+                if not await to_thread.run_sync(queue.extend_lease, self.engine, job, lease):
+                    return
+            except Exception as exc:
+                # A failed renewal must not end the handler's run; two thirds of the lease remain.
+                log.warning(
+                    "lease_renewal_failed",
+                    extra={"job_id": job.id, "error_type": type(exc).__name__},
+                )
 
-    def _record(self, job: ClaimedJob, handler: Handler | None, error: BaseException | None) -> str:
+    def _record(
+        self,
+        job: ClaimedJob,
+        handler: Handler | None,
+        error: BaseException | None,
+        finish: Finish | None,
+    ) -> str:
         fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        if error is None:
+            try:
+                with write_session(self.engine) as session:
+                    # The handler's last write commits with the job's success, and only while
+                    # this worker still holds the lease: a stale finisher writes nothing.
+                    if not queue.mark_succeeded(session, job):
+                        log.warning("job_lease_lost", extra=fields)
+                        return "lease_lost"
+                    if finish is not None:
+                        finish(session)
+                    session.commit()
+                    log.debug("job_succeeded", extra=fields)
+                    return "succeeded"
+            except Exception as exc:
+                error = exc
         with write_session(self.engine) as session:
-            if error is None:
-                if not queue.mark_succeeded(session, job):
-                    log.warning("job_lease_lost", extra=fields)
-                    return "lease_lost"
-                session.commit()
-                return "succeeded"
             message, permanent, retry_after = describe_failure(error)
             if not permanent and job.attempts < job.max_attempts:
                 delay = retry_delay(
@@ -184,7 +217,14 @@ class Worker:
                 log.warning("job_lease_lost", extra=fields)
                 return "lease_lost"
             if handler is not None and handler.on_dead is not None:
-                handler.on_dead(session, job, message)
+                try:
+                    with session.begin_nested():
+                        handler.on_dead(session, job, message)
+                except Exception as exc:
+                    # The job still settles as dead; only the flag on its request is missing.
+                    log.error(
+                        "job_on_dead_failed", extra={**fields, "error_type": type(exc).__name__}
+                    )
             session.commit()
             log.warning("job_dead", extra={**fields, "error": message})
             return "dead"

@@ -82,7 +82,6 @@ def run_demo(base_url: str, token: str, *, alma_request_id: str) -> None:
 
 async def _play(base: str, token: str, alma_request_id: str) -> None:
     iso_url = f"{base}/iso18626/{DEMO_CODE}"
-    agencies = {"requesting_agency": DEMO_ALMA_AGENCY, "supplying_agency": DEMO_BRIDGE_AGENCY}
     async with httpx.AsyncClient(
         timeout=10.0, headers={"Authorization": f"Bearer {token}"}
     ) as http:
@@ -120,7 +119,8 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 "given_name": "Pat",
                 "email": None,
             },
-            **agencies,
+            requesting_agency=DEMO_ALMA_AGENCY,
+            supplying_agency=DEMO_BRIDGE_AGENCY,
         )
         exported = await wait_for_state("exported")
         print("lender (WorldShare sandbox) ships the item")
@@ -130,7 +130,14 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         await wait_for_state("shipped")
         for action in (Action.RECEIVED, Action.RENEW):
             print(f"Alma → bridge: {action.value}")
-            await send_action(http, iso_url, request_id=alma_request_id, action=action, **agencies)
+            await send_action(
+                http,
+                iso_url,
+                request_id=alma_request_id,
+                action=action,
+                requesting_agency=DEMO_ALMA_AGENCY,
+                supplying_agency=DEMO_BRIDGE_AGENCY,
+            )
         print("lender approves the renewal")
         await http.post(
             f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/renewal",
@@ -139,7 +146,12 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         await wait_for_state("in_library")
         print("Alma → bridge: ShippedReturn")
         await send_action(
-            http, iso_url, request_id=alma_request_id, action=Action.SHIPPED_RETURN, **agencies
+            http,
+            iso_url,
+            request_id=alma_request_id,
+            action=Action.SHIPPED_RETURN,
+            requesting_agency=DEMO_ALMA_AGENCY,
+            supplying_agency=DEMO_BRIDGE_AGENCY,
         )
         await wait_for_state("closed")
         messages = await http.get(

@@ -198,3 +198,30 @@ def test_patron_data_never_reaches_worldshare(fast_settings, engine):
             assert value not in text
         # Nor into the request's public record or its timeline.
         assert "Quimby" not in repr(found) and "P-778899" not in repr(found)
+
+
+def test_alma_refusing_a_notice_flags_the_request(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        system.http.post(f"{system.alma_url}/_sandbox/faults", json={"confirm_error": True})
+        alma_says(system, "ALMA-E")
+        flagged = wait_for(
+            lambda: (r := system.find("ALMA-E")) and r["needs_attention"] and r, timeout=20
+        )
+        assert flagged["state"] == "exported"
+        assert "Telling Alma failed" in flagged["attention_reason"]
+        assert "UnrecognisedDataValue" in flagged["attention_reason"]
+        dead = system.api("GET", "/api/v1/jobs", params={"status": "dead"}).json()["items"]
+        assert [job["kind"] for job in dead] == ["alma.notify"]
+
+
+def test_alma_unavailable_is_retried_until_it_answers(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        system.http.post(
+            f"{system.alma_url}/_sandbox/faults", json={"fail_status": 503, "times": 2}
+        )
+        alma_says(system, "ALMA-503")
+        wait_for(lambda: notices(system, "ALMA-503"), timeout=20, what="ExpectToSupply")
+        assert notices(system, "ALMA-503") == [("RequestResponse", "ExpectToSupply", None)]
+        jobs = system.api("GET", "/api/v1/jobs", params={"kind": "alma.notify"}).json()["items"]
+        assert [(job["status"], job["attempts"]) for job in jobs] == [("succeeded", 3)]
+        assert not system.find("ALMA-503")["needs_attention"]

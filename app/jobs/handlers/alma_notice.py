@@ -14,7 +14,7 @@ from app.borrowing.states import RequestState, Trigger
 from app.jobs.context import JobContext
 from app.jobs.handlers.common import load_request
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import PermanentJobError
+from app.jobs.registry import Finish, PermanentJobError
 
 SOURCE = "worker"
 
@@ -64,7 +64,7 @@ def record_notice(session: Session, job: ClaimedJob) -> None:
         service.apply_trigger(session, request, Trigger.LOAN_COMPLETED, SOURCE)
 
 
-async def notify_alma(ctx: JobContext, job: ClaimedJob) -> None:
-    delivery = await ctx.in_transaction(lambda session: plan_notice(session, job))
+async def notify_alma(ctx: JobContext, job: ClaimedJob) -> Finish:
+    delivery = await ctx.read(lambda session: plan_notice(session, job))
     await send_supplier_message(ctx.http, delivery.url, delivery.message)
-    await ctx.in_transaction(lambda session: record_notice(session, job))
+    return lambda session: record_notice(session, job)

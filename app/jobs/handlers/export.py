@@ -14,7 +14,7 @@ from app.institutions.service import NotConfigured, worldshare_config
 from app.jobs.context import JobContext
 from app.jobs.handlers.common import load_request
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import PermanentJobError
+from app.jobs.registry import Finish, PermanentJobError
 from app.worldshare.client import WorldShareClient, WorldShareConfig
 
 
@@ -74,10 +74,10 @@ def record_export(session: Session, job: ClaimedJob, worldshare_request_id: str)
     )
 
 
-async def export_citation(ctx: JobContext, job: ClaimedJob) -> None:
-    plan = await ctx.in_transaction(lambda session: plan_export(session, job, ctx.secrets))
+async def export_citation(ctx: JobContext, job: ClaimedJob) -> Finish | None:
+    plan = await ctx.read(lambda session: plan_export(session, job, ctx.secrets))
     if plan is None:
-        return
+        return None
     client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
     worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
-    await ctx.in_transaction(lambda session: record_export(session, job, worldshare_request_id))
+    return lambda session: record_export(session, job, worldshare_request_id)

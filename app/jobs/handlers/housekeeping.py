@@ -1,28 +1,34 @@
-"""Keep the job table small: succeeded jobs are deleted after the retention period."""
+"""Keep the job table small: succeeded jobs, and dead periodic ones (the next period runs
+anyway), are deleted after the retention period. Dead jobs of requests stay for operators."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import and_, delete, or_
 from sqlmodel import Session, col
 
 from app.jobs.context import JobContext
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob
+from app.jobs.registry import Finish
+from app.jobs.worker import PERIODIC_KEY_PREFIX
 from app.timeutil import utcnow
 
 
-def purge_succeeded_jobs(session: Session, older_than_days: int) -> int:
+def purge_old_jobs(session: Session, older_than_days: int) -> int:
     cutoff = utcnow() - timedelta(days=older_than_days)
-    result = session.execute(
-        delete(Job).where(
-            col(Job.status) == JobStatus.SUCCEEDED.value, col(Job.finished_at) < cutoff
-        )
+    finished = or_(
+        col(Job.status) == JobStatus.SUCCEEDED.value,
+        and_(
+            col(Job.status) == JobStatus.DEAD.value,
+            col(Job.dedupe_key).startswith(PERIODIC_KEY_PREFIX),
+        ),
     )
+    result = session.execute(delete(Job).where(finished, col(Job.finished_at) < cutoff))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def purge_finished_jobs(ctx: JobContext, _job: ClaimedJob) -> None:
+async def purge_finished_jobs(ctx: JobContext, _job: ClaimedJob) -> Finish:
     days = ctx.settings.finished_job_retention_days
-    await ctx.in_transaction(lambda session: purge_succeeded_jobs(session, days))
+    return lambda session: purge_old_jobs(session, days)

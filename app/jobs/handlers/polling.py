@@ -22,7 +22,7 @@ from app.jobs.context import JobContext
 from app.jobs.handlers.common import load_request
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob, enqueue
-from app.jobs.registry import PermanentJobError
+from app.jobs.registry import Finish, PermanentJobError
 from app.timeutil import utcnow
 from app.worldshare.client import WorldShareClient, WorldShareConfig
 from app.worldshare.network import LenderStatus
@@ -65,8 +65,8 @@ def dispatch_due_polls(session: Session) -> int:
     return len(due)
 
 
-async def dispatch_polls(ctx: JobContext, _job: ClaimedJob) -> None:
-    await ctx.in_transaction(dispatch_due_polls)
+async def dispatch_polls(_ctx: JobContext, _job: ClaimedJob) -> Finish:
+    return dispatch_due_polls
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ def _iso(value: date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def poll_request(ctx: JobContext, job: ClaimedJob) -> None:
-    plan = await ctx.in_transaction(lambda session: plan_poll(session, job, ctx))
+async def poll_request(ctx: JobContext, job: ClaimedJob) -> Finish | None:
+    plan = await ctx.read(lambda session: plan_poll(session, job, ctx))
     if plan is None:
-        return
+        return None
     client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
     lender = await client.get_request(plan.worldshare_request_id)
-    await ctx.in_transaction(lambda session: apply_lender_status(session, job, lender))
+    return lambda session: apply_lender_status(session, job, lender)

@@ -1,0 +1,193 @@
+"""Export throughput: N borrowing requests exported by a real `illbridge worker` process to the
+WorldShare sandbox (its own process) with a configurable latency per Request API call.
+
+Prints exports/second next to the ideal, concurrency ÷ latency, for each round and their median.
+
+    .venv/bin/python bench/export.py --requests 2000 --concurrency 16 --latency-ms 100 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import func
+from sqlmodel import select
+
+from app.borrowing import service as borrowing
+from app.borrowing.citation import Citation
+from app.borrowing.models import RequestEvent
+from app.config import Settings
+from app.db import create_db_engine, read_session, write_session
+from app.institutions import service as institutions
+from app.institutions.schemas import InstitutionCreate
+from app.institutions.secrets import load_secret_box
+from app.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_sandbox(port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "import uvicorn; from app.sandbox.worldshare import create_worldshare_sandbox; "
+        f"uvicorn.run(create_worldshare_sandbox(), host='127.0.0.1', port={port}, "
+        "log_level='warning', access_log=False)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=1).raise_for_status()
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the WorldShare sandbox did not start")
+
+
+def prepare(settings: Settings, sandbox: str, requests: int) -> None:
+    upgrade(settings.database_url)
+    engine = create_db_engine(settings.database_url)
+    with write_session(engine) as session:
+        institution = institutions.create_institution(
+            session,
+            load_secret_box(settings),
+            InstitutionCreate.model_validate(
+                {
+                    "code": "BENCH",
+                    "name": "Benchmark University",
+                    "worldshare": {
+                        "base_url": f"{sandbox}/ILL",
+                        "token_url": f"{sandbox}/oauth/token",
+                        "scope": "WorldShareILL",
+                        "key": "bench-key",
+                        "secret": "bench-secret",
+                        "institution_id": "128807",
+                    },
+                }
+            ),
+        )
+        citation = Citation(title="Benchmarking Interlibrary Loan", author="A. Librarian")
+        for number in range(requests):
+            borrowing.register_request(
+                session,
+                institution,
+                alma_request_id=f"BENCH-{number}",
+                citation=citation,
+                requester_user_id=None,
+                origin=borrowing.ORIGIN_API,
+            )
+        session.commit()
+    engine.dispose()
+
+
+def exported_events(settings: Settings) -> tuple[int, float | None]:
+    engine = create_db_engine(settings.database_url)
+    with read_session(engine) as session:
+        count, first, last = session.exec(
+            select(func.count(), func.min(RequestEvent.at), func.max(RequestEvent.at)).where(
+                RequestEvent.kind == "exported"
+            )
+        ).one()
+    engine.dispose()
+    span = (last - first).total_seconds() if count > 1 else None
+    return int(count), span
+
+
+def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> float:
+    key = Fernet.generate_key().decode()
+    settings = Settings(database_url=database_url, secret_key=key)
+    prepare(settings, sandbox, args.requests)
+    env = {
+        **os.environ,
+        "ILLBRIDGE_DATABASE_URL": database_url,
+        "ILLBRIDGE_SECRET_KEY": key,
+        "ILLBRIDGE_WORKER_CONCURRENCY": str(args.concurrency),
+        "ILLBRIDGE_LOG_LEVEL": "WARNING",
+        "ILLBRIDGE_SANDBOX": "false",
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            count, span = exported_events(settings)
+            if count >= args.requests:
+                break
+            time.sleep(0.25)
+        else:
+            raise SystemExit(f"only {count} of {args.requests} exported in {args.timeout} s")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert span is not None
+    # The span runs from the first export to the last: process start-up is left out.
+    return (count - 1) / span
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--database-url", help="PostgreSQL URL of an empty database; default a fresh SQLite file"
+    )
+    args = parser.parse_args()
+
+    port = free_port()
+    sandbox_process = start_sandbox(port)
+    sandbox = f"http://127.0.0.1:{port}"
+    latency = {"latency_ms": args.latency_ms}
+    httpx.post(f"{sandbox}/_sandbox/faults", json=latency).raise_for_status()
+    ideal = args.concurrency / (args.latency_ms / 1000)
+    rates = []
+    try:
+        for number in range(1, args.rounds + 1):
+            with tempfile.TemporaryDirectory() as tmp:
+                url = args.database_url or f"sqlite:///{tmp}/bench.db"
+                if args.database_url:
+                    reset_postgres(url)
+                rate = run_round(args, sandbox, url)
+            rates.append(rate)
+            print(
+                f"round {number}: {rate:7.1f} exports/s   ideal {ideal:.1f}   "
+                f"{100 * rate / ideal:5.1f} % of ideal"
+            )
+    finally:
+        sandbox_process.terminate()
+        sandbox_process.wait(timeout=10)
+    median = statistics.median(rates)
+    backend = "postgresql" if args.database_url else "sqlite"
+    print(
+        f"median: {median:.1f} exports/s = {100 * median / ideal:.1f} % of ideal "
+        f"({args.requests} requests, concurrency {args.concurrency}, "
+        f"latency {args.latency_ms:g} ms, {backend})"
+    )
+
+
+def reset_postgres(url: str) -> None:
+    from app.migrations import downgrade
+
+    downgrade(url, "base")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Real worker processes (`python -m tests.support.worker_process`) sharing one database:
+draining, crash recovery, periodic jobs, SQLite locking and graceful SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.db import read_session, write_session
+from app.jobs import queue
+from app.jobs.models import Job
+from tests.support.worker_process import RECORD_FILE_ENV, TICK_SECONDS_ENV
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 30.0
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], stderr_path: Path) -> None:
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.worker_process"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.stderr_path.read_text(errors="replace").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                entries.append({"level": "raw", "event": line})
+        return entries
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.log() if entry.get("event") == event]
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Anything not an info line: warnings, errors, tracebacks."""
+        return [entry for entry in self.log() if entry.get("level") not in ("info", "debug")]
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._stderr.close()
+
+
+@pytest.fixture
+def record_file(tmp_path: Path) -> Path:
+    return tmp_path / "records.txt"
+
+
+@pytest.fixture
+def spawn(settings: Settings, record_file: Path, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start worker processes on the test's database; every one is killed at the end."""
+    started: list[WorkerProcess] = []
+    assert settings.secret_key is not None
+    base = {key: value for key, value in os.environ.items() if not key.startswith("ILLBRIDGE_")}
+    base |= {
+        "ILLBRIDGE_DATABASE_URL": settings.database_url,
+        "ILLBRIDGE_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "ILLBRIDGE_WORKER_POLL_SECONDS": "0.05",
+        "ILLBRIDGE_PERIODIC_TICK_SECONDS": "0.1",
+        "ILLBRIDGE_LOG_LEVEL": "INFO",
+        RECORD_FILE_ENV: str(record_file),
+    }
+
+    def start(count: int = 1, **env: str) -> list[WorkerProcess]:
+        new = [
+            WorkerProcess(base | env, tmp_path / f"worker-{len(started) + n}.log")
+            for n in range(count)
+        ]
+        started.extend(new)
+
+        def ready() -> bool:
+            if exited := [p for p in new if p.popen.poll() is not None]:
+                raise AssertionError(f"a worker process exited early:\n{exited[0].stderr_tail()}")
+            return all(p.logged("worker_started") for p in new)
+
+        wait_for(ready, START_TIMEOUT, "worker processes started", new)
+        return new
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.close()
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float, what: str, workers: list[WorkerProcess]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"pid {w.pid}:\n{w.stderr_tail()}" for w in workers)
+            raise AssertionError(f"{what}: not within {timeout} s\n{logs}")
+        time.sleep(0.05)
+
+
+def stop_all(workers: list[WorkerProcess], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal every worker and require each to exit with code 0."""
+    for worker in workers:
+        worker.popen.send_signal(sig)
+    codes = [worker.popen.wait(timeout=20) for worker in workers]
+    logs = "\n".join(f"pid {w.pid}:\n{w.stderr_tail()}" for w in workers)
+    assert codes == [0] * len(workers), logs
+
+
+def records(record_file: Path) -> list[list[str]]:
+    if not record_file.exists():
+        return []
+    return [line.split() for line in record_file.read_text().splitlines()]
+
+
+def enqueue_many(engine: Engine, kind: str, count: int, payload: dict[str, Any]) -> list[int]:
+    with write_session(engine) as session:
+        for _ in range(count):
+            queue.enqueue(session, kind, payload)
+        session.commit()
+    with read_session(engine) as session:
+        return sorted(session.scalars(select(Job.id).where(Job.kind == kind)))  # type: ignore[arg-type]
+
+
+def count_status(engine: Engine, status: str) -> int:
+    with read_session(engine) as session:
+        return int(
+            session.scalar(select(func.count()).where(Job.status == status))  # type: ignore[arg-type]
+            or 0
+        )
+
+
+def job(engine: Engine, job_id: int) -> Job:
+    with read_session(engine) as session:
+        found = session.get(Job, job_id)
+    assert found is not None
+    return found
+
+
+def assert_drained_once(engine: Engine, record_file: Path, job_ids: list[int]) -> Counter[str]:
+    """Every job succeeded and was recorded exactly once; returns the jobs done per pid."""
+    assert count_status(engine, "succeeded") == len(job_ids)
+    lines = records(record_file)
+    recorded = Counter(int(line[0]) for line in lines)
+    assert [job_id for job_id, n in recorded.items() if n > 1] == [], "a job ran twice"
+    assert sorted(recorded) == job_ids, "a job is missing from the records"
+    return Counter(line[1] for line in lines)
+
+
+@POSTGRES_ONLY
+def test_two_processes_drain_a_thousand_jobs_once_each(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    workers = spawn(2)
+    started = time.monotonic()
+    job_ids = enqueue_many(engine, "test.record", 1000, {})
+    wait_for(lambda: count_status(engine, "succeeded") == 1000, 60, "1,000 jobs", workers)
+    drained = time.monotonic() - started
+    print(f"\n1,000 jobs drained by 2 worker processes in {drained:.2f} s")
+
+    stop_all(workers)
+    by_pid = assert_drained_once(engine, record_file, job_ids)
+    assert set(by_pid) == {str(w.pid) for w in workers}, f"not both did work: {by_pid}"
+    assert [w.problems() for w in workers] == [[], []]
+
+
+@SQLITE_ONLY
+def test_two_processes_share_sqlite_without_locking_errors(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    workers = spawn(2)
+    job_ids = enqueue_many(engine, "test.record", 300, {})
+    wait_for(lambda: count_status(engine, "succeeded") == 300, 60, "300 jobs", workers)
+
+    stop_all(workers)
+    assert_drained_once(engine, record_file, job_ids)
+    for worker in workers:
+        assert "database is locked" not in worker.stderr_path.read_text()
+        assert worker.problems() == []
+
+
+def test_a_killed_workers_job_is_finished_by_another_after_its_lease(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    workers = spawn(2, ILLBRIDGE_JOB_LEASE_SECONDS="1.5")
+    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.5})
+    wait_for(lambda: any(w.logged("test_sleep_started") for w in workers), 20, "start", workers)
+    [crashed] = [w for w in workers if w.logged("test_sleep_started")]
+    [survivor] = [w for w in workers if w is not crashed]
+    crashed.popen.send_signal(signal.SIGKILL)
+    assert crashed.popen.wait(timeout=10) == -signal.SIGKILL
+
+    wait_for(lambda: job(engine, job_id).status == "succeeded", 30, "succeeded", workers)
+    finished = job(engine, job_id)
+    assert (finished.attempts, finished.last_error) == (2, None)
+    assert records(record_file) == [[str(job_id), str(survivor.pid)]]
+    stop_all([survivor])
+
+
+def test_periodic_job_runs_once_per_period_across_three_processes(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    workers = spawn(3, **{TICK_SECONDS_ENV: "1"})
+    time.sleep(4.0)  # the observation window: about four periods with all three running
+    stop_all(workers)
+
+    periods = [int(line[2]) for line in records(record_file)]
+    assert len(periods) == len(set(periods)), f"a period ran twice: {sorted(periods)}"
+    assert len(periods) >= 3
+    assert sorted(periods) == list(range(min(periods), max(periods) + 1))
+    with read_session(engine) as session:
+        ticks = list(session.scalars(select(Job).where(Job.kind == "test.tick")))  # type: ignore[arg-type]
+    succeeded = sorted(t.id for t in ticks if t.status == "succeeded")
+    assert succeeded == sorted(int(line[0]) for line in records(record_file))
+    assert {t.status for t in ticks} <= {"succeeded", "queued"}
+    assert [w.problems() for w in workers] == [[], [], []]
+
+
+def test_sigterm_lets_the_running_job_finish_and_exits_cleanly(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    [worker] = spawn(1)
+    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.0})
+    wait_for(lambda: worker.logged("test_sleep_started"), 20, "job started", [worker])
+
+    stop_all([worker], signal.SIGTERM)
+    assert job(engine, job_id).status == "succeeded"
+    assert records(record_file) == [[str(job_id), str(worker.pid)]]
+    assert worker.logged("worker_stopped")
+    assert worker.problems() == []

@@ -1,0 +1,70 @@
+"""The migrations build exactly the models' schema, and tear it down again, on both databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
+from app.db import create_db_engine
+from app.migrations import downgrade, upgrade
+from app.models import metadata
+from tests.conftest import BACKENDS, POSTGRES_URL
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all: a new SQLite file, or a throw-away PostgreSQL one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("ILLBRIDGE_TEST_POSTGRES_URL is not set")
+    name = f"illbridge_migrations_{uuid.uuid4().hex[:12]}"
+    admin = create_db_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_db_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _differences(url: str) -> list[object]:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(empty_database):
+    assert _tables(empty_database) == set()
+
+    upgrade(empty_database)
+    assert _tables(empty_database) == {*metadata.tables, "alembic_version"}
+    assert _differences(empty_database) == []
+
+    downgrade(empty_database, "base")
+    assert _tables(empty_database) == {"alembic_version"}
+
+    upgrade(empty_database)
+    assert _differences(empty_database) == []

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     # Bounded by the connection pool (40) and the thread pool handlers' database steps use.
     worker_concurrency: int = Field(default=16, ge=1, le=32)
+    worker_prefetch: int = Field(
+        default=8, ge=0, le=32, description="Jobs claimed ahead of free slots, claimed in batches"
+    )
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_max_attempts: int = Field(default=8, ge=1)

@@ -4,6 +4,7 @@ WorldShare sandbox (its own process) with a configurable latency per Request API
 Prints exports/second next to the ideal, concurrency ÷ latency, for each round and their median.
 
     .venv/bin/python bench/export.py --requests 2000 --concurrency 16 --latency-ms 100 --rounds 3
+    .venv/bin/python bench/export.py --workers 2           # the same 16 slots over two processes
 """
 
 from __future__ import annotations
@@ -118,11 +119,14 @@ def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> floa
         **os.environ,
         "ILLBRIDGE_DATABASE_URL": database_url,
         "ILLBRIDGE_SECRET_KEY": key,
-        "ILLBRIDGE_WORKER_CONCURRENCY": str(args.concurrency),
+        "ILLBRIDGE_WORKER_CONCURRENCY": str(args.concurrency // args.workers),
         "ILLBRIDGE_LOG_LEVEL": "WARNING",
         "ILLBRIDGE_SANDBOX": "false",
     }
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env)
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env)
+        for _ in range(args.workers)
+    ]
     try:
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
@@ -133,8 +137,10 @@ def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> floa
         else:
             raise SystemExit(f"only {count} of {args.requests} exported in {args.timeout} s")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=30)
     assert span is not None
     # The span runs from the first export to the last: process start-up is left out.
     return (count - 1) / span
@@ -143,7 +149,8 @@ def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=16, help="in all, over the workers")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -178,7 +185,8 @@ def main() -> None:
     backend = "postgresql" if args.database_url else "sqlite"
     print(
         f"median: {median:.1f} exports/s = {100 * median / ideal:.1f} % of ideal "
-        f"({args.requests} requests, concurrency {args.concurrency}, "
+        f"({args.requests} requests, concurrency {args.concurrency} over {args.workers} "
+        f"worker process(es), "
         f"latency {args.latency_ms:g} ms, {backend})"
     )
 

@@ -149,6 +149,22 @@ def extend_lease(engine: Engine, job: ClaimedJob, lease_seconds: float) -> bool:
     return _changed(result)
 
 
+def release(engine: Engine, jobs: list[ClaimedJob]) -> None:
+    """Give back jobs claimed but never started, as if the claim had not happened."""
+    with write_session(engine) as session:
+        for job in jobs:
+            session.execute(
+                _guarded(job).values(
+                    status=JobStatus.QUEUED.value,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    attempts=JOBS.c.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+        session.commit()
+
+
 def mark_succeeded(session: Session, job: ClaimedJob) -> bool:
     """In the caller's transaction, so a handler's last write and the job's end commit together."""
     now = utcnow()

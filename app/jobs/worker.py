@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 
 from anyio import to_thread
 from sqlalchemy.engine import Engine
@@ -70,25 +71,32 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         concurrency = self.settings.worker_concurrency
         running: set[asyncio.Task[None]] = set()
+        # Jobs claimed ahead, so a freed slot starts at once and claims go in batches.
+        ready: deque[ClaimedJob] = deque()
+        prefetch = self.settings.worker_prefetch
         log.info("worker_started", extra={"worker": self.name, "concurrency": concurrency})
         while not stop.is_set():
             await self._schedule_periodic()
-            free = concurrency - len(running)
-            claimed: list[ClaimedJob] = []
-            if free > 0:
-                try:
-                    claimed = await to_thread.run_sync(
-                        queue.claim, self.engine, free, self.settings.job_lease_seconds
-                    )
-                except Exception as exc:
-                    log.warning("claim_failed", extra={"error_type": type(exc).__name__})
-            for job in claimed:
-                task = asyncio.create_task(self._execute(job))
+            while ready and len(running) < concurrency:
+                task = asyncio.create_task(self._execute(ready.popleft()))
                 running.add(task)
                 task.add_done_callback(running.discard)
-            if claimed and len(running) < concurrency:
-                continue
+            if len(ready) <= prefetch // 2:
+                wanted = concurrency + prefetch - len(running) - len(ready)
+                try:
+                    claimed = await to_thread.run_sync(
+                        queue.claim, self.engine, wanted, self.settings.job_lease_seconds
+                    )
+                except Exception as exc:
+                    claimed = []
+                    log.warning("claim_failed", extra={"error_type": type(exc).__name__})
+                ready.extend(claimed)
+                if claimed and len(running) < concurrency:
+                    continue
             await self._idle(stop, running)
+        if ready:
+            # Claimed but not started: back to the queue for any worker, not left to expire.
+            await to_thread.run_sync(queue.release, self.engine, list(ready))
         if running:
             log.info("worker_draining", extra={"worker": self.name, "in_flight": len(running)})
             await asyncio.gather(*running, return_exceptions=True)

@@ -164,7 +164,7 @@ async def test_handlers_run_with_no_transaction_open(settings: Settings, engine:
         observed["wrote"] = True
 
     add(engine, "test.probe")
-    single = settings.model_copy(update={"worker_concurrency": 1})
+    single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.probe", probe)):
         [job] = await all_finished(engine, 1)
     assert observed == {"connections_in_use": 0, "wrote": True}
@@ -360,7 +360,7 @@ async def test_a_late_finisher_does_not_overwrite_the_newer_outcome(
 
     job_id = add(engine, "test.overtaken")
     # One slot, so this worker is not itself claiming while its handler runs.
-    single = settings.model_copy(update={"worker_concurrency": 1})
+    single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.overtaken", overtaken, on_dead=on_dead)):
         await until(lambda: get(engine, job_id).status in FINISHED)
         await asyncio.sleep(0.2)  # let the late finisher try to record its outcome
@@ -393,6 +393,28 @@ async def test_stopping_lets_running_handlers_finish_and_takes_no_new_work(
     assert finished == [first]
     assert get(engine, first).status == JobStatus.SUCCEEDED
     assert get(engine, later).status == JobStatus.QUEUED
+
+
+async def test_jobs_claimed_ahead_go_back_to_the_queue_on_stop(
+    settings: Settings, engine: Engine
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(_ctx: JobContext, _job: ClaimedJob) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+
+    ids = [add(engine, "test.slow") for _ in range(5)]
+    one_slot = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 4})
+    async with running(one_slot, registry_with("test.slow", slow)):
+        await asyncio.wait_for(started.wait(), timeout=10)
+        await until(lambda: all(get(engine, i).status == JobStatus.RUNNING for i in ids))
+    rows = [get(engine, i) for i in ids]
+    assert [row.status for row in rows].count(JobStatus.SUCCEEDED) == 1
+    released = [row for row in rows if row.status == JobStatus.QUEUED]
+    assert len(released) == 4
+    # As if never claimed: no lease held, no attempt spent, due now for any worker.
+    assert all(row.lease_token is None and row.attempts == 0 for row in released)
 
 
 async def test_wake_claims_new_work_before_the_next_poll(
@@ -513,7 +535,8 @@ async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine
         return _follow_up(job.id)
 
     job_id = add(engine, "test.overtaken")
-    single = settings.model_copy(update={"worker_concurrency": 1})
+    # No prefetch: this worker must not claim the expired job itself before the other one does.
+    single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.overtaken", overtaken)):
         await until(lambda: get(engine, job_id).status in FINISHED)
         await asyncio.sleep(0.2)  # let the late finisher try to record its outcome

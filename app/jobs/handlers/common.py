@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.borrowing import service
 from app.borrowing.models import BorrowingRequest
@@ -12,15 +12,18 @@ from app.jobs.registry import OnDead, PermanentJobError
 
 
 def load_request(session: Session, job: ClaimedJob) -> tuple[BorrowingRequest, Institution]:
-    """The job's request (locked for update on PostgreSQL) and its institution."""
+    """The job's request (locked for update on PostgreSQL) and its institution, in one query."""
     if job.request_id is None:
         raise PermanentJobError(f"{job.kind} job {job.id} names no request")
-    request = session.get(BorrowingRequest, job.request_id, with_for_update=True)
-    if request is None:
+    row = session.exec(
+        select(BorrowingRequest, Institution)
+        .join(Institution, col(Institution.id) == col(BorrowingRequest.institution_id))
+        .where(BorrowingRequest.id == job.request_id)
+        .with_for_update(of=BorrowingRequest)
+    ).first()
+    if row is None:
         raise PermanentJobError(f"request {job.request_id} no longer exists")
-    institution = session.get(Institution, request.institution_id)
-    assert institution is not None
-    return request, institution
+    return row[0], row[1]
 
 
 def flag_on_dead(what: str) -> OnDead:

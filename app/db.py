@@ -37,7 +37,7 @@ _write_locks: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=False, pool_size=20, max_overflow=20, **kwargs)
+        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(

@@ -27,7 +27,7 @@ from app.borrowing.schemas import (
 )
 from app.borrowing.states import RequestState
 from app.db import read_session, write_session
-from app.errors import ERROR_RESPONSES, NotFound
+from app.errors import ERROR_RESPONSES, Conflict, NotFound
 from app.institutions.service import get_by_code
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"], responses=ERROR_RESPONSES)
@@ -153,3 +153,23 @@ def get_request(
         raise NotFound(f"no request {request_id}")
     request, code = row
     return queries.to_detail(request, code, queries.timeline(session, request_id))
+
+
+@router.post("/{request_id}/resolve")
+def resolve_attention(
+    request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Writer, context: Context
+) -> BorrowingRequestPublic:
+    """Staff did what the flag asked (e.g. cancelled the WorldShare request): clear the flag.
+
+    The timeline records which token cleared it; no free text is taken, as it could name a patron.
+    """
+    with write_session(context.engine) as session:
+        row = queries.get_request(session, request_id)
+        if row is None or token.institution_id not in (None, row[0].institution_id):
+            raise NotFound(f"no request {request_id}")
+        request, code = row
+        if not request.needs_attention:
+            raise Conflict(f"request {request_id} is not flagged")
+        service.clear_flag(session, request, source="operator", why=f"resolved by {token.name}")
+        session.commit()
+    return queries.to_public(request, code)

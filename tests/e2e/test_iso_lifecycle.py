@@ -225,3 +225,19 @@ def test_alma_unavailable_is_retried_until_it_answers(fast_settings, engine):
         jobs = system.api("GET", "/api/v1/jobs", params={"kind": "alma.notify"}).json()["items"]
         assert [(job["status"], job["attempts"]) for job in jobs] == [("succeeded", 3)]
         assert not system.find("ALMA-503")["needs_attention"]
+
+
+def test_staff_clear_a_flag_once_the_task_is_done(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-T")
+        wait_for(lambda: in_state(system, "ALMA-T", "exported"))
+        alma_says(system, "ALMA-T", Action.CANCEL)
+        flagged = system.find("ALMA-T")
+        assert flagged["needs_attention"]
+        resolved = system.api("POST", f"/api/v1/requests/{flagged['id']}/resolve")
+        assert resolved.status_code == 200, resolved.text
+        assert not resolved.json()["needs_attention"]
+        again = system.api("POST", f"/api/v1/requests/{flagged['id']}/resolve")
+        assert (again.status_code, again.json()["error"]) == (409, "conflict")
+        cleared = [e for e in system.find("ALMA-T")["events"] if e["kind"] == "flag_cleared"]
+        assert cleared[-1]["source"] == "operator"

@@ -7,17 +7,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from app.db import read_session, write_session
 from app.jobs import queue
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import JobStatus
 from app.jobs.queue import ClaimedJob
 from app.timeutil import utcnow
+from tests.support.jobs import add_job, all_jobs, job_row
 
 POSTGRES_ONLY = pytest.mark.parametrize(
     "database_url",
@@ -25,24 +25,6 @@ POSTGRES_ONLY = pytest.mark.parametrize(
     indirect=True,
 )
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-def _add(engine: Engine, kind: str = "test.job", **kwargs: Any) -> None:
-    with write_session(engine) as session:
-        assert queue.enqueue(session, kind, **kwargs)
-        session.commit()
-
-
-def _jobs(engine: Engine) -> list[Job]:
-    with read_session(engine) as session:
-        return list(session.scalars(select(Job).order_by(Job.id)))  # type: ignore[arg-type]
-
-
-def _job(engine: Engine, job_id: int) -> Job:
-    with read_session(engine) as session:
-        job = session.get(Job, job_id)
-    assert job is not None
-    return job
 
 
 def _claim_one(engine: Engine, lease_seconds: float = 30.0) -> ClaimedJob:
@@ -80,9 +62,9 @@ def test_enqueued_job_is_stored_with_the_callers_commit(engine: Engine) -> None:
     with write_session(engine) as session:
         assert queue.enqueue(session, "test.job", {"request": 7}, max_attempts=3)
         # Not visible to anyone else (a worker) before the caller commits.
-        assert _jobs(engine) == []
+        assert all_jobs(engine) == []
         session.commit()
-    [job] = _jobs(engine)
+    [job] = all_jobs(engine)
     assert (job.kind, job.payload, job.status) == ("test.job", {"request": 7}, "queued")
     assert (job.attempts, job.max_attempts, job.lease_token) == (0, 3, None)
     assert before <= job.run_at <= utcnow()
@@ -93,18 +75,18 @@ def test_rolled_back_transaction_leaves_no_job(engine: Engine) -> None:
         assert queue.enqueue(session, "test.job", {"n": 1})
         assert queue.enqueue(session, "test.job", {"n": 2}, dedupe_key="k")
         raise RuntimeError("the caller's own work failed")
-    assert _jobs(engine) == []
+    assert all_jobs(engine) == []
     assert queue.claim(engine, 10, 30.0) == []
 
 
 def test_second_enqueue_with_a_dedupe_key_is_a_noop(engine: Engine) -> None:
-    _add(engine, payload={"first": True}, dedupe_key="export:42")
+    add_job(engine, payload={"first": True}, dedupe_key="export:42")
     with write_session(engine) as session:
         assert queue.enqueue(session, "test.job", {"first": False}, dedupe_key="export:42") is False
         # The caller's transaction is intact: it can keep writing and commit.
         assert queue.enqueue(session, "test.other", {"after": True}) is True
         session.commit()
-    jobs = _jobs(engine)
+    jobs = all_jobs(engine)
     assert [(job.kind, job.payload) for job in jobs] == [
         ("test.job", {"first": True}),
         ("test.other", {"after": True}),
@@ -117,13 +99,13 @@ def test_duplicate_in_the_same_transaction_is_a_noop(engine: Engine) -> None:
         assert queue.enqueue(session, "test.job", dedupe_key="poll:7:1") is False
         assert queue.enqueue(session, "test.job", dedupe_key="poll:7:2") is True
         session.commit()
-    assert [job.dedupe_key for job in _jobs(engine)] == ["poll:7:1", "poll:7:2"]
+    assert [job.dedupe_key for job in all_jobs(engine)] == ["poll:7:1", "poll:7:2"]
 
 
 def test_jobs_without_a_dedupe_key_are_never_deduplicated(engine: Engine) -> None:
     for _ in range(3):
-        _add(engine, payload={"same": True})
-    assert len(_jobs(engine)) == 3
+        add_job(engine, payload={"same": True})
+    assert len(all_jobs(engine)) == 3
 
 
 # claim: leases
@@ -131,14 +113,14 @@ def test_jobs_without_a_dedupe_key_are_never_deduplicated(engine: Engine) -> Non
 
 def test_claim_leases_due_jobs_only(engine: Engine) -> None:
     now = utcnow()
-    _add(engine, payload={"n": 1}, run_at=now - timedelta(seconds=5))
-    _add(engine, payload={"n": 2}, run_at=now - timedelta(seconds=10))
-    _add(engine, payload={"n": 3}, run_at=now + timedelta(hours=1))
+    add_job(engine, payload={"n": 1}, run_at=now - timedelta(seconds=5))
+    add_job(engine, payload={"n": 2}, run_at=now - timedelta(seconds=10))
+    add_job(engine, payload={"n": 3}, run_at=now + timedelta(hours=1))
     claimed = queue.claim(engine, 10, 30.0)
     assert sorted(job.payload["n"] for job in claimed) == [1, 2]
     assert all(job.attempts == 1 for job in claimed)
     for job in claimed:
-        row = _job(engine, job.id)
+        row = job_row(engine, job.id)
         assert row.status == JobStatus.RUNNING
         assert row.lease_token == job.lease_token
         assert row.lease_expires_at is not None
@@ -150,13 +132,13 @@ def test_claim_leases_due_jobs_only(engine: Engine) -> None:
 def test_claim_takes_the_longest_waiting_job_first(engine: Engine) -> None:
     now = utcnow()
     for n, age in [(1, 5), (2, 60), (3, 30)]:
-        _add(engine, payload={"n": n}, run_at=now - timedelta(seconds=age))
+        add_job(engine, payload={"n": n}, run_at=now - timedelta(seconds=age))
     assert [_claim_one(engine).payload["n"] for _ in range(3)] == [2, 3, 1]
 
 
 def test_claim_takes_at_most_the_limit(engine: Engine) -> None:
     for n in range(5):
-        _add(engine, payload={"n": n})
+        add_job(engine, payload={"n": n})
     assert len(queue.claim(engine, 2, 30.0)) == 2
     assert len(queue.claim(engine, 10, 30.0)) == 3
     assert queue.claim(engine, 10, 30.0) == []
@@ -167,7 +149,7 @@ def test_concurrent_claimers_never_share_a_job(engine: Engine) -> None:
         for n in range(300):
             queue.enqueue(session, "test.job", {"n": n})
         session.commit()
-    expected = sorted(job.id for job in _jobs(engine) if job.id is not None)
+    expected = sorted(job.id for job in all_jobs(engine) if job.id is not None)
 
     def drain() -> list[int]:
         taken: list[int] = []
@@ -184,9 +166,9 @@ def test_concurrent_claimers_never_share_a_job(engine: Engine) -> None:
 
 @POSTGRES_ONLY
 def test_claim_skips_a_job_locked_by_another_transaction(engine: Engine) -> None:
-    _add(engine, payload={"n": 1})
-    _add(engine, payload={"n": 2})
-    first_id = _jobs(engine)[0].id
+    add_job(engine, payload={"n": 1})
+    add_job(engine, payload={"n": 2})
+    first_id = all_jobs(engine)[0].id
     with engine.connect() as locker:
         locker.execute(text("SELECT id FROM job WHERE id = :id FOR UPDATE"), {"id": first_id})
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -201,7 +183,7 @@ def test_claim_skips_a_job_locked_by_another_transaction(engine: Engine) -> None
 
 @SQLITE_ONLY
 def test_claim_waits_for_another_writer_instead_of_failing(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     released = threading.Event()
     with engine.connect() as writer:
         writer.exec_driver_sql("UPDATE job SET updated_at = updated_at")  # takes the write lock
@@ -224,7 +206,7 @@ def test_claim_waits_for_another_writer_instead_of_failing(engine: Engine) -> No
 
 
 def test_expired_lease_is_claimed_again_with_a_new_token(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     first = _claim_one(engine, lease_seconds=0.05)
     second = _claim_after_lease_expires(engine)
     assert second.id == first.id
@@ -233,7 +215,7 @@ def test_expired_lease_is_claimed_again_with_a_new_token(engine: Engine) -> None
 
 
 def test_extended_lease_is_not_claimed_again(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine, lease_seconds=0.1)
     assert queue.extend_lease(engine, job, 30.0)
     time.sleep(0.2)
@@ -244,16 +226,16 @@ def test_extended_lease_is_not_claimed_again(engine: Engine) -> None:
 def test_stale_finisher_cannot_overwrite_the_newer_outcome(
     engine: Engine, stale_outcome: str
 ) -> None:
-    _add(engine)
+    add_job(engine)
     first = _claim_one(engine, lease_seconds=0.05)
     second = _claim_after_lease_expires(engine)
     assert _finish(engine, second, "succeeded")
-    finished = _job(engine, second.id)
+    finished = job_row(engine, second.id)
 
     assert _finish(engine, first, stale_outcome) is False
     assert queue.extend_lease(engine, first, 30.0) is False
 
-    job = _job(engine, first.id)
+    job = job_row(engine, first.id)
     assert job.status == JobStatus.SUCCEEDED
     assert (job.attempts, job.last_error, job.run_at) == (2, None, finished.run_at)
     assert job.finished_at == finished.finished_at
@@ -261,50 +243,50 @@ def test_stale_finisher_cannot_overwrite_the_newer_outcome(
 
 @pytest.mark.parametrize("stale_outcome", ["succeeded", "retry", "dead"])
 def test_stale_finisher_cannot_take_back_a_running_job(engine: Engine, stale_outcome: str) -> None:
-    _add(engine)
+    add_job(engine)
     first = _claim_one(engine, lease_seconds=0.05)
     second = _claim_after_lease_expires(engine)
 
     assert _finish(engine, first, stale_outcome) is False
-    job = _job(engine, first.id)
+    job = job_row(engine, first.id)
     assert (job.status, job.lease_token, job.last_error) == ("running", second.lease_token, None)
     # The current holder still finishes normally.
     assert _finish(engine, second, "dead")
-    assert _job(engine, first.id).status == JobStatus.DEAD
+    assert job_row(engine, first.id).status == JobStatus.DEAD
 
 
 # Outcomes
 
 
 def test_success_commits_with_the_callers_transaction(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine)
     with write_session(engine) as session:
         assert queue.mark_succeeded(session, job)
         session.rollback()
-    assert _job(engine, job.id).status == JobStatus.RUNNING
+    assert job_row(engine, job.id).status == JobStatus.RUNNING
     assert _finish(engine, job, "succeeded")
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert (row.status, row.lease_token, row.lease_expires_at) == ("succeeded", None, None)
     assert row.finished_at is not None
     assert queue.claim(engine, 10, 30.0) == []
 
 
 def test_retry_waits_until_the_delay_has_passed(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine)
     before = utcnow()
     with write_session(engine) as session:
         assert queue.mark_retry(session, job, delay=120.0, error="alma: HTTP 503")
         session.commit()
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert (row.status, row.lease_token, row.last_error) == ("queued", None, "alma: HTTP 503")
     assert row.run_at >= before + timedelta(seconds=120)
     assert queue.claim(engine, 10, 30.0) == []
 
 
 def test_retry_due_now_is_claimed_as_the_next_attempt(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     first = _claim_one(engine)
     assert _finish(engine, first, "retry")
     again = _claim_one(engine)
@@ -312,19 +294,19 @@ def test_retry_due_now_is_claimed_as_the_next_attempt(engine: Engine) -> None:
 
 
 def test_long_errors_are_truncated(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine)
     with write_session(engine) as session:
         assert queue.mark_dead(session, job, error="x" * 5000)
         session.commit()
-    assert _job(engine, job.id).last_error == "x" * queue.ERROR_MAX_CHARS
+    assert job_row(engine, job.id).last_error == "x" * queue.ERROR_MAX_CHARS
 
 
 def test_dead_job_is_finished_and_never_claimed(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine)
     assert _finish(engine, job, "dead")
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert (row.status, row.last_error, row.lease_token) == ("dead", "stale: HTTP 400", None)
     assert row.finished_at is not None
     assert queue.claim(engine, 10, 30.0) == []
@@ -334,13 +316,13 @@ def test_dead_job_is_finished_and_never_claimed(engine: Engine) -> None:
 
 
 def test_requeued_dead_job_runs_again_from_its_first_attempt(engine: Engine) -> None:
-    _add(engine, max_attempts=3)
+    add_job(engine, max_attempts=3)
     job = _claim_one(engine)
     assert _finish(engine, job, "dead")
     with write_session(engine) as session:
         assert queue.requeue_dead(session, job.id)
         session.commit()
-    row = _job(engine, job.id)
+    row = job_row(engine, job.id)
     assert (row.status, row.attempts, row.finished_at) == ("queued", 0, None)
     assert row.run_at <= utcnow()
     again = _claim_one(engine)
@@ -348,29 +330,29 @@ def test_requeued_dead_job_runs_again_from_its_first_attempt(engine: Engine) -> 
 
 
 def test_requeue_joins_the_callers_transaction(engine: Engine) -> None:
-    _add(engine)
+    add_job(engine)
     job = _claim_one(engine)
     assert _finish(engine, job, "dead")
     with write_session(engine) as session:
         assert queue.requeue_dead(session, job.id)
         session.rollback()
-    assert _job(engine, job.id).status == JobStatus.DEAD
+    assert job_row(engine, job.id).status == JobStatus.DEAD
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "succeeded"])
 def test_only_dead_jobs_can_be_requeued(engine: Engine, status: str) -> None:
-    _add(engine)
-    [job_id] = [job.id for job in _jobs(engine)]
+    add_job(engine)
+    [job_id] = [job.id for job in all_jobs(engine)]
     assert job_id is not None
     if status != "queued":
         job = _claim_one(engine)
         if status == "succeeded":
             assert _finish(engine, job, "succeeded")
-    before = _job(engine, job_id)
+    before = job_row(engine, job_id)
     with write_session(engine) as session:
         assert queue.requeue_dead(session, job_id) is False
         session.commit()
-    after = _job(engine, job_id)
+    after = job_row(engine, job_id)
     assert (after.status, after.attempts, after.lease_token) == (
         status,
         before.attempts,
@@ -385,9 +367,9 @@ def test_requeue_of_a_missing_job_is_refused(engine: Engine) -> None:
 
 def test_queue_depth_counts_only_jobs_due_now(engine: Engine) -> None:
     now = utcnow()
-    _add(engine, run_at=now - timedelta(minutes=5))
-    _add(engine, run_at=now - timedelta(minutes=1))
-    _add(engine, run_at=now + timedelta(hours=1))
+    add_job(engine, run_at=now - timedelta(minutes=5))
+    add_job(engine, run_at=now - timedelta(minutes=1))
+    add_job(engine, run_at=now + timedelta(hours=1))
     with read_session(engine) as session:
         depth, oldest = queue.queue_depth(session, None)
     assert depth == 2

@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db import create_db_engine, read_session, write_session
+from app.db import create_db_engine, write_session
 from app.jobs import queue
 from app.jobs.context import JobContext, open_context
 from app.jobs.models import Job, JobStatus
@@ -28,6 +28,7 @@ from app.jobs.worker import Worker
 from app.observability import Metrics
 from app.timeutil import utcnow
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
+from tests.support.jobs import add_job, all_jobs, job_row
 
 pytestmark = pytest.mark.anyio
 FINISHED = {JobStatus.SUCCEEDED.value, JobStatus.DEAD.value}
@@ -53,26 +54,6 @@ async def running(settings: Settings, registry: Registry) -> AsyncIterator[Worke
             await asyncio.wait_for(task, timeout=15)
 
 
-def add(engine: Engine, kind: str, payload: dict[str, Any] | None = None, **kwargs: Any) -> int:
-    with write_session(engine) as session:
-        assert queue.enqueue(session, kind, payload or {}, **kwargs)
-        session.commit()
-        job_id = session.execute(text("SELECT max(id) FROM job")).scalar_one()
-    return int(job_id)
-
-
-def jobs(engine: Engine) -> list[Job]:
-    with read_session(engine) as session:
-        return list(session.scalars(select(Job).order_by(Job.id)))  # type: ignore[arg-type]
-
-
-def get(engine: Engine, job_id: int) -> Job:
-    with read_session(engine) as session:
-        job = session.get(Job, job_id)
-    assert job is not None
-    return job
-
-
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not await asyncio.to_thread(check):
@@ -83,9 +64,9 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 async def all_finished(engine: Engine, count: int, timeout: float = 10.0) -> list[Job]:
     await until(
-        lambda: sum(job.status in FINISHED for job in jobs(engine)) == count, timeout=timeout
+        lambda: sum(job.status in FINISHED for job in all_jobs(engine)) == count, timeout=timeout
     )
-    return jobs(engine)
+    return all_jobs(engine)
 
 
 def registry_with(kind: str, run: Any, **kwargs: Any) -> Registry:
@@ -101,7 +82,7 @@ async def test_jobs_run_once_each_and_succeed(settings: Settings, engine: Engine
         seen.append(job.payload["n"])
 
     for n in range(20):
-        add(engine, "test.record", {"n": n})
+        add_job(engine, "test.record", {"n": n})
     async with running(settings, registry_with("test.record", record)):
         finished = await all_finished(engine, 20)
     assert sorted(seen) == list(range(20))
@@ -125,7 +106,7 @@ async def test_never_more_than_the_configured_handlers_at_once(
         active -= 1
 
     for _ in range(15):
-        add(engine, "test.busy")
+        add_job(engine, "test.busy")
     bounded = settings.model_copy(update={"worker_concurrency": 3})
     async with running(bounded, registry_with("test.busy", busy)):
         finished = await all_finished(engine, 15)
@@ -163,7 +144,7 @@ async def test_handlers_run_with_no_transaction_open(settings: Settings, engine:
         await asyncio.to_thread(_write_job_row_elsewhere, settings.database_url, job.id)
         observed["wrote"] = True
 
-    add(engine, "test.probe")
+    add_job(engine, "test.probe")
     single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.probe", probe)):
         [job] = await all_finished(engine, 1)
@@ -181,10 +162,10 @@ async def test_transient_failures_are_retried_until_the_job_succeeds(
         if job.attempts < 3:
             raise TransientUpstreamError("alma: HTTP 503", status_code=503)
 
-    job_id = add(engine, "test.flaky", max_attempts=5)
+    job_id = add_job(engine, "test.flaky", max_attempts=5)
     async with running(settings, registry_with("test.flaky", flaky)):
         await all_finished(engine, 1)
-    job = get(engine, job_id)
+    job = job_row(engine, job_id)
     assert attempts == [1, 2, 3]
     assert (job.status, job.attempts, job.last_error) == ("succeeded", 3, None)
 
@@ -196,10 +177,10 @@ async def test_retry_after_postpones_the_next_attempt(settings: Settings, engine
         failed_at.append(utcnow())
         raise TransientUpstreamError("worldshare: HTTP 429", status_code=429, retry_after=30.0)
 
-    job_id = add(engine, "test.throttled")
+    job_id = add_job(engine, "test.throttled")
     async with running(settings, registry_with("test.throttled", throttled)):
-        await until(lambda: get(engine, job_id).status == JobStatus.QUEUED and bool(failed_at))
-    job = get(engine, job_id)
+        await until(lambda: job_row(engine, job_id).status == JobStatus.QUEUED and bool(failed_at))
+    job = job_row(engine, job_id)
     assert (job.attempts, job.last_error) == (1, "worldshare: HTTP 429")
     # The settings cap backoff at 0.5 s; only Retry-After can push the job this far out.
     assert job.run_at >= failed_at[0] + timedelta(seconds=30)
@@ -236,15 +217,15 @@ async def test_exhausted_retries_go_dead_and_on_dead_commits_with_them(
         raise TransientUpstreamError("alma: HTTP 503", status_code=503)
 
     on_dead = DeadLetters(settings.database_url)
-    job_id = add(engine, "test.down", max_attempts=3)
+    job_id = add_job(engine, "test.down", max_attempts=3)
     async with running(settings, registry_with("test.down", down, on_dead=on_dead)):
-        await until(lambda: get(engine, job_id).status == JobStatus.DEAD)
-    job = get(engine, job_id)
+        await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
+    job = job_row(engine, job_id)
     assert (job.attempts, job.last_error) == (3, "alma: HTTP 503")
     assert job.finished_at is not None
     # on_dead saw the job dead in its own transaction, still running from outside it.
     assert on_dead.calls == [(job_id, "alma: HTTP 503", "dead", "running")]
-    flagged = [row for row in jobs(engine) if row.kind == "test.flagged"]
+    flagged = [row for row in all_jobs(engine) if row.kind == "test.flagged"]
     assert [row.payload for row in flagged] == [{"job": job_id}]
 
 
@@ -267,10 +248,10 @@ async def test_permanent_failures_go_dead_on_the_first_attempt(
         raise error
 
     on_dead = DeadLetters(settings.database_url)
-    job_id = add(engine, "test.refused")
+    job_id = add_job(engine, "test.refused")
     async with running(settings, registry_with("test.refused", refused, on_dead=on_dead)):
-        await until(lambda: get(engine, job_id).status == JobStatus.DEAD)
-    job = get(engine, job_id)
+        await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
+    job = job_row(engine, job_id)
     assert (calls, job.attempts, job.last_error) == (1, 1, str(error))
     assert [call[:2] for call in on_dead.calls] == [(job_id, str(error))]
 
@@ -284,10 +265,10 @@ async def test_unexpected_errors_are_recorded_by_type_only(
         raise ValueError(f"cannot parse the loan of patron {PATRON}")
 
     on_dead = DeadLetters(settings.database_url)
-    job_id = add(engine, "test.leaky", max_attempts=2)
+    job_id = add_job(engine, "test.leaky", max_attempts=2)
     async with running(settings, registry_with("test.leaky", leaky, on_dead=on_dead)):
-        await until(lambda: get(engine, job_id).status == JobStatus.DEAD)
-    job = get(engine, job_id)
+        await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
+    job = job_row(engine, job_id)
     assert (job.attempts, job.last_error) == (2, "unexpected ValueError")
     assert [call[1] for call in on_dead.calls] == ["unexpected ValueError"]
     logged = [str(value) for record in caplog.records for value in vars(record).values()]
@@ -298,10 +279,10 @@ async def test_a_job_of_unknown_kind_goes_dead(settings: Settings, engine: Engin
     async def record(_ctx: JobContext, _job: ClaimedJob) -> None:
         return None
 
-    job_id = add(engine, "test.nobody")
+    job_id = add_job(engine, "test.nobody")
     async with running(settings, registry_with("test.record", record)):
-        await until(lambda: get(engine, job_id).status == JobStatus.DEAD)
-    assert get(engine, job_id).last_error == "no handler for job kind 'test.nobody'"
+        await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
+    assert job_row(engine, job_id).last_error == "no handler for job kind 'test.nobody'"
 
 
 async def test_the_lease_is_renewed_while_a_handler_runs(
@@ -314,7 +295,7 @@ async def test_the_lease_is_renewed_while_a_handler_runs(
         running_handler.set()
         await done.wait()
 
-    job_id = add(engine, "test.slow")
+    job_id = add_job(engine, "test.slow")
     short_lease = settings.model_copy(update={"job_lease_seconds": 0.3})
     stolen: list[ClaimedJob] = []
     async with running(short_lease, registry_with("test.slow", slow)):
@@ -326,7 +307,7 @@ async def test_the_lease_is_renewed_while_a_handler_runs(
         done.set()
         await all_finished(engine, 1)
     assert stolen == []
-    job = get(engine, job_id)
+    job = job_row(engine, job_id)
     assert (job.status, job.attempts) == ("succeeded", 1)
 
 
@@ -358,13 +339,13 @@ async def test_a_late_finisher_does_not_overwrite_the_newer_outcome(
         if late_outcome == "permanent":
             raise PermanentJobError("refused")
 
-    job_id = add(engine, "test.overtaken")
+    job_id = add_job(engine, "test.overtaken")
     # One slot, so this worker is not itself claiming while its handler runs.
     single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.overtaken", overtaken, on_dead=on_dead)):
-        await until(lambda: get(engine, job_id).status in FINISHED)
+        await until(lambda: job_row(engine, job_id).status in FINISHED)
         await asyncio.sleep(0.2)  # let the late finisher try to record its outcome
-    job = get(engine, job_id)
+    job = job_row(engine, job_id)
     assert (job.status, job.attempts, job.last_error) == ("succeeded", 2, None)
     assert on_dead.calls == []
 
@@ -380,19 +361,19 @@ async def test_stopping_lets_running_handlers_finish_and_takes_no_new_work(
         await asyncio.sleep(0.5)
         finished.append(job.id)
 
-    first = add(engine, "test.slow")
+    first = add_job(engine, "test.slow")
     async with open_context(settings, Metrics()) as context:
         worker = Worker(context, registry_with("test.slow", slow))
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         await asyncio.wait_for(started.wait(), timeout=10)
         # Due while the first handler is still running, but after the worker was told to stop.
-        later = add(engine, "test.slow", run_at=utcnow() + timedelta(seconds=0.2))
+        later = add_job(engine, "test.slow", run_at=utcnow() + timedelta(seconds=0.2))
         stop.set()
         await asyncio.wait_for(task, timeout=10)
     assert finished == [first]
-    assert get(engine, first).status == JobStatus.SUCCEEDED
-    assert get(engine, later).status == JobStatus.QUEUED
+    assert job_row(engine, first).status == JobStatus.SUCCEEDED
+    assert job_row(engine, later).status == JobStatus.QUEUED
 
 
 async def test_jobs_claimed_ahead_go_back_to_the_queue_on_stop(
@@ -404,12 +385,12 @@ async def test_jobs_claimed_ahead_go_back_to_the_queue_on_stop(
         started.set()
         await asyncio.sleep(0.3)
 
-    ids = [add(engine, "test.slow") for _ in range(5)]
+    ids = [add_job(engine, "test.slow") for _ in range(5)]
     one_slot = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 4})
     async with running(one_slot, registry_with("test.slow", slow)):
         await asyncio.wait_for(started.wait(), timeout=10)
-        await until(lambda: all(get(engine, i).status == JobStatus.RUNNING for i in ids))
-    rows = [get(engine, i) for i in ids]
+        await until(lambda: all(job_row(engine, i).status == JobStatus.RUNNING for i in ids))
+    rows = [job_row(engine, i) for i in ids]
     assert [row.status for row in rows].count(JobStatus.SUCCEEDED) == 1
     released = [row for row in rows if row.status == JobStatus.QUEUED]
     assert len(released) == 4
@@ -428,9 +409,9 @@ async def test_wake_claims_new_work_before_the_next_poll(
     slow_poll = settings.model_copy(update={"worker_poll_seconds": 30.0})
     async with running(slow_poll, registry_with("test.record", record)) as worker:
         await asyncio.sleep(0.2)  # past its first claim: now idle for 30 s
-        job_id = add(engine, "test.record")
+        job_id = add_job(engine, "test.record")
         worker.wake()
-        await until(lambda: get(engine, job_id).status == JobStatus.SUCCEEDED, timeout=5)
+        await until(lambda: job_row(engine, job_id).status == JobStatus.SUCCEEDED, timeout=5)
     assert done == [job_id]
 
 
@@ -461,7 +442,7 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
     assert len(periods) == len(set(periods)), "a period ran more than once"
     assert len(periods) >= 4
     assert sorted(periods) == list(range(min(periods), max(periods) + 1))
-    assert {job.status for job in jobs(engine)} == {"succeeded"}
+    assert {job.status for job in all_jobs(engine)} == {"succeeded"}
 
 
 async def test_a_failed_lease_renewal_does_not_lose_the_outcome(
@@ -484,13 +465,13 @@ async def test_a_failed_lease_renewal_does_not_lose_the_outcome(
         runs.append(job.attempts)
         await asyncio.sleep(0.5)
 
-    job_id = add(engine, "test.slow")
+    job_id = add_job(engine, "test.slow")
     short_lease = settings.model_copy(update={"job_lease_seconds": 0.3})
     async with running(short_lease, registry_with("test.slow", slow)):
         await all_finished(engine, 1)
     assert failures == 1
     assert runs == [1]
-    assert (get(engine, job_id).status, get(engine, job_id).attempts) == ("succeeded", 1)
+    assert (job_row(engine, job_id).status, job_row(engine, job_id).attempts) == ("succeeded", 1)
 
 
 def _follow_up(job_id: int, fail: bool = False) -> Callable[[Session], None]:
@@ -508,10 +489,10 @@ async def test_a_handlers_finish_commits_with_its_success(
     async def done(_ctx: JobContext, job: ClaimedJob) -> Callable[[Session], None]:
         return _follow_up(job.id)
 
-    job_id = add(engine, "test.done")
+    job_id = add_job(engine, "test.done")
     async with running(settings, registry_with("test.done", done)):
-        await until(lambda: get(engine, job_id).status == JobStatus.SUCCEEDED)
-    assert [(row.kind, row.payload) for row in jobs(engine) if row.id != job_id] == [
+        await until(lambda: job_row(engine, job_id).status == JobStatus.SUCCEEDED)
+    assert [(row.kind, row.payload) for row in all_jobs(engine) if row.id != job_id] == [
         ("test.follow_up", {"after": job_id})
     ]
 
@@ -522,11 +503,11 @@ async def test_a_failing_finish_rolls_back_and_fails_the_job(
     async def done(_ctx: JobContext, job: ClaimedJob) -> Callable[[Session], None]:
         return _follow_up(job.id, fail=True)
 
-    job_id = add(engine, "test.done")
+    job_id = add_job(engine, "test.done")
     async with running(settings, registry_with("test.done", done)):
-        await until(lambda: get(engine, job_id).status == JobStatus.DEAD)
-    assert get(engine, job_id).last_error == "the follow-up cannot be recorded"
-    assert [row.kind for row in jobs(engine)] == ["test.done"]
+        await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
+    assert job_row(engine, job_id).last_error == "the follow-up cannot be recorded"
+    assert [row.kind for row in all_jobs(engine)] == ["test.done"]
 
 
 async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine: Engine) -> None:
@@ -534,12 +515,12 @@ async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine
         await asyncio.to_thread(_take_over, engine, job.id)
         return _follow_up(job.id)
 
-    job_id = add(engine, "test.overtaken")
+    job_id = add_job(engine, "test.overtaken")
     # No prefetch: this worker must not claim the expired job itself before the other one does.
     single = settings.model_copy(update={"worker_concurrency": 1, "worker_prefetch": 0})
     async with running(single, registry_with("test.overtaken", overtaken)):
-        await until(lambda: get(engine, job_id).status in FINISHED)
+        await until(lambda: job_row(engine, job_id).status in FINISHED)
         await asyncio.sleep(0.2)  # let the late finisher try to record its outcome
-    assert [(row.kind, row.status, row.attempts) for row in jobs(engine)] == [
+    assert [(row.kind, row.status, row.attempts) for row in all_jobs(engine)] == [
         ("test.overtaken", "succeeded", 2)
     ]

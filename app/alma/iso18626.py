@@ -536,12 +536,12 @@ def _identifiers(
 def _citation(
     request: etree._Element, bibliographic: etree._Element, service_type: ServiceType | None
 ) -> CitationFields:
-    """Map ISO bibliographic data onto Alma's citation fields.
+    """Map ISO bibliographic data onto Alma's citation fields, in Alma's conventions.
 
-    ISO ``title`` is the host item (the journal of an article, the book of a chapter) and stays
-    ``title``; ``titleOfComponent``/``authorOfComponent`` become ``chapter_title`` and
-    ``chapter_author`` (Alma's only component fields). A copy of a component with no ISBN is an
-    article, so its host is also the ``journal_title``.
+    ISO ``title`` is the host item and ``titleOfComponent`` the part asked for. A copy of a
+    component with no ISBN is an article: Alma calls the article ``title`` and its host the
+    ``journal_title``. Otherwise the host is the ``title`` and a component is a chapter
+    (``chapter_title``/``chapter_author``).
     """
     ids = _identifiers(
         bibliographic,
@@ -562,11 +562,15 @@ def _citation(
     is_copy = service_type is ServiceType.COPY or (
         service_type is not ServiceType.LOAN and component_title is not None
     )
-    is_article = is_copy and host_title is not None and component_title is not None
+    is_article = (
+        is_copy and host_title is not None and component_title is not None and "ISBN" not in ids
+    )
+    author = _text(bibliographic, "author")
+    component_author = _text(bibliographic, "authorOfComponent")
     need_before = _optional_datetime(request, "serviceInfo", "needBeforeDate")
     return CitationFields(
-        title=title,
-        author=_text(bibliographic, "author"),
+        title=component_title if is_article and component_title else title,
+        author=(component_author or author) if is_article else author,
         isbn=ids.get("ISBN"),
         issn=ids.get("ISSN"),
         oclc_number=ids.get("OCLC"),
@@ -577,12 +581,12 @@ def _citation(
         volume=_text(bibliographic, "volume"),
         issue=_text(bibliographic, "issue"),
         pages=_text(bibliographic, "pagesRequested"),
-        journal_title=host_title if is_article and "ISBN" not in ids else None,
-        chapter_title=component_title,
-        chapter_author=_text(bibliographic, "authorOfComponent"),
+        journal_title=host_title if is_article else None,
+        chapter_title=None if is_article else component_title,
+        chapter_author=None if is_article else component_author,
         doi=ids.get("DOI"),
         format="DIGITAL" if is_copy else "PHYSICAL",
-        citation_type="CR" if is_copy else "BK",
+        citation_type="CR" if is_article else "BK",
         last_interest_date=need_before.date() if need_before else None,
     )
 

@@ -77,10 +77,9 @@ BOOK: dict[str, str | date | None] = {
     "last_interest_date": date(2025, 6, 30),
 }
 ARTICLE: dict[str, str | date | None] = {
-    "title": "Nature",
+    "title": "Molecular structure of nucleic acids",
+    "author": "Watson, J. D.; Crick, F. H. C.",
     "journal_title": "Nature",
-    "chapter_title": "Molecular structure of nucleic acids",
-    "chapter_author": "Watson, J. D.; Crick, F. H. C.",
     "issn": "0028-0836",
     "doi": "10.1038/171737a0",
     "volume": "171",
@@ -157,18 +156,22 @@ def test_request_round_trip_keeps_citation_patron_and_addresses(
     Citation(**request.citation)
 
 
-def test_alma_article_shape_becomes_host_title_and_component() -> None:
+def test_an_article_keeps_alma_shape_title_is_the_article_journal_its_host() -> None:
     xml = encode_request(
         HEADER,
         {"title": "Molecular structure of nucleic acids", "journal_title": "Nature", "issn": "1"},
     )
+    bibliographic = etree.fromstring(xml).find(f".//{{{ISO18626_NS}}}bibliographicInfo")
+    assert bibliographic is not None
+    assert bibliographic.findtext(f"{{{ISO18626_NS}}}title") == "Nature"
 
     request = parse_message(xml)
 
     assert isinstance(request, IsoRequest)
-    assert request.citation["title"] == "Nature"
+    assert request.citation["title"] == "Molecular structure of nucleic acids"
     assert request.citation["journal_title"] == "Nature"
-    assert request.citation["chapter_title"] == "Molecular structure of nucleic acids"
+    assert request.citation["chapter_title"] is None
+    assert request.citation["citation_type"] == "CR"
 
 
 def test_book_chapter_copy_has_no_journal_title() -> None:
@@ -177,8 +180,13 @@ def test_book_chapter_copy_has_no_journal_title() -> None:
     request = parse_message(encode_request(HEADER, chapter, service_type=ServiceType.COPY))
 
     assert isinstance(request, IsoRequest)
+    assert (request.citation["title"], request.citation["chapter_title"]) == (
+        "Handbook",
+        "Chapter 3",
+    )
     assert request.citation["journal_title"] is None
-    assert request.citation["citation_type"] == "CR"
+    # A copy of a book chapter: digital delivery, but a book (BK), not an article (CR).
+    assert (request.citation["citation_type"], request.citation["format"]) == ("BK", "DIGITAL")
 
 
 @pytest.mark.parametrize("action", list(Action))
@@ -460,7 +468,10 @@ def test_sample_request_maps_onto_alma_citation_fields() -> None:
 
     assert isinstance(request, IsoRequest)
     assert request.header.timestamp == datetime(1900, 1, 1, 1, 1, 1, tzinfo=UTC)
-    assert request.citation["chapter_title"] == "titleOfComponent1"
+    # A copy of a component with no ISBN: an article, in Alma's shape.
+    assert request.citation["title"] == "titleOfComponent1"
+    assert request.citation["author"] == "authorOfComponent1"
+    assert request.citation["journal_title"] == "title1"
     assert request.citation["pages"] == "pagesRequested1"
     assert request.citation["last_interest_date"] == date(1900, 1, 2)
     assert (request.citation["citation_type"], request.citation["format"]) == ("CR", "DIGITAL")

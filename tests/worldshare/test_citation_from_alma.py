@@ -1,0 +1,65 @@
+"""An article or chapter that Alma sends over ISO 18626 reaches WorldShare with its parts intact."""
+
+from datetime import UTC, datetime
+
+from app.alma.iso18626 import (
+    AgencyId,
+    Header,
+    IsoRequest,
+    ServiceType,
+    encode_request,
+    parse_message,
+)
+from app.borrowing.citation import Citation
+from app.worldshare.client import build_ill_request
+
+HEADER = Header(
+    supplying_agency=AgencyId("ISIL", "US-ILLBRIDGE"),
+    requesting_agency=AgencyId("ISIL", "US-UNIV"),
+    timestamp=datetime(2026, 11, 29, tzinfo=UTC),
+    requesting_agency_request_id="A-1",
+)
+
+
+def item_sent(citation: dict[str, str], service_type: ServiceType | None = None) -> dict:
+    parsed = parse_message(encode_request(HEADER, citation, service_type=service_type))
+    assert isinstance(parsed, IsoRequest)
+    body = build_ill_request(
+        Citation.model_validate(parsed.citation), institution_id="128807", reference="A-1"
+    )
+    return dict(body["illRequest"]["item"]) | {
+        "serviceType": body["illRequest"]["requester"]["serviceType"]
+    }
+
+
+def test_an_article_goes_as_a_copy_of_the_article_from_its_journal():
+    item = item_sent(
+        {
+            "title": "Molecular structure of nucleic acids",
+            "author": "Watson, J. D.",
+            "journal_title": "Nature",
+            "issn": "0028-0836",
+            "volume": "171",
+            "pages": "737-738",
+        }
+    )
+    assert item["title"] == "Nature"
+    assert item["articleTitle"] == "Molecular structure of nucleic acids"
+    assert item["articleAuthor"] == "Watson, J. D."
+    assert item["serviceType"] == "COPY"
+
+
+def test_a_book_chapter_copy_names_the_book_and_the_chapter():
+    item = item_sent(
+        {"title": "Handbook of ILL", "chapter_title": "Chapter 3", "isbn": "9780000000002"},
+        ServiceType.COPY,
+    )
+    assert (item["title"], item["articleTitle"]) == ("Handbook of ILL", "Chapter 3")
+    assert item["serviceType"] == "COPY"
+
+
+def test_a_loan_is_a_loan_of_the_book():
+    item = item_sent({"title": "The Name of the Rose", "isbn": "9780151446476"})
+    assert item["title"] == "The Name of the Rose"
+    assert "articleTitle" not in item
+    assert item["serviceType"] == "LOAN"

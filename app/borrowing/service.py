@@ -22,6 +22,7 @@ from app.borrowing.states import (
     Trigger,
     next_state,
 )
+from app.errors import Conflict
 from app.institutions.models import Institution
 from app.jobs import kinds
 from app.jobs.queue import enqueue
@@ -85,6 +86,8 @@ def register_request(
         idempotency_key=idempotency_key,
     )
     if existing is not None:
+        if existing.alma_request_id != alma_request_id:
+            raise Conflict("this Idempotency-Key was already used for another Alma request")
         return existing, False
     request = BorrowingRequest(
         institution_id=institution.id,

@@ -122,8 +122,8 @@ class TokenCache:
             raise _unreadable(response) from None
         if not isinstance(value, str) or not value or not lifetimes:
             raise _unreadable(response)
-        # The earlier of the two protects against clock skew between us and OCLC.
-        lifetime = min(lifetimes)
+        # expires_in is relative, so immune to clock skew between us and OCLC: it wins when given.
+        lifetime = lifetimes[0]
         # Short-lived tokens still get used: the margin never eats more than half the lifetime.
         margin = min(self._safety_margin, max(lifetime, 0.0) / 2)
         return _CachedToken(value=value, refresh_at=now + lifetime - margin)

@@ -41,8 +41,10 @@ class Clock:
         return self.now
 
 
-def token_body(token: str, expires_in: str = "3599", expires_at: str | None = None) -> dict:
-    body = {"access_token": token, "token_type": "bearer", "expires_in": expires_in}
+def token_body(token: str, expires_in: str | None = "3599", expires_at: str | None = None) -> dict:
+    body = {"access_token": token, "token_type": "bearer"}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
     if expires_at is not None:
         body["expires_at"] = expires_at
     return body
@@ -51,7 +53,7 @@ def token_body(token: str, expires_in: str = "3599", expires_at: str | None = No
 class Tokens:
     """A token endpoint handing out tk_1, tk_2, … and counting requests."""
 
-    def __init__(self, **token_fields: str) -> None:
+    def __init__(self, **token_fields: str | None) -> None:
         self.issued: list[str] = []
         self.token_fields = token_fields
 
@@ -235,11 +237,11 @@ async def test_an_expired_token_is_refreshed(
     assert create.calls.last.request.headers["Authorization"] == "Bearer tk_secret_2"
 
 
-async def test_expires_at_bounds_the_token_lifetime(
+async def test_expires_at_sets_the_lifetime_when_expires_in_is_absent(
     router: respx.MockRouter, client: WorldShareClient, clock: Clock
 ) -> None:
     expires_at = datetime.fromtimestamp(clock.now, UTC) + timedelta(seconds=600)
-    tokens = Tokens(expires_at=expires_at.strftime("%Y-%m-%d %H:%M:%SZ"))
+    tokens = Tokens(expires_in=None, expires_at=expires_at.strftime("%Y-%m-%d %H:%M:%SZ"))
     router.post(TOKEN_URL).mock(side_effect=tokens)
     router.post(f"{BASE}/request/data").mock(return_value=httpx.Response(200, json=CREATED))
 
@@ -248,6 +250,21 @@ async def test_expires_at_bounds_the_token_lifetime(
     await client.create_request(BOOK, reference="r")
 
     assert len(tokens.issued) == 2
+
+
+async def test_expires_in_wins_over_a_skewed_expires_at(
+    router: respx.MockRouter, client: WorldShareClient, clock: Clock
+) -> None:
+    # Our clock runs an hour ahead of OCLC's: expires_at already looks past.
+    skewed = datetime.fromtimestamp(clock.now, UTC) - timedelta(minutes=50)
+    tokens = Tokens(expires_in="3599", expires_at=skewed.strftime("%Y-%m-%d %H:%M:%SZ"))
+    router.post(TOKEN_URL).mock(side_effect=tokens)
+    router.post(f"{BASE}/request/data").mock(return_value=httpx.Response(200, json=CREATED))
+
+    for _ in range(5):
+        await client.create_request(BOOK, reference="r")
+
+    assert len(tokens.issued) == 1
 
 
 async def test_a_401_refreshes_the_token_and_replays_once(

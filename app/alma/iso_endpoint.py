@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -36,7 +36,7 @@ from app.alma.iso18626 import (
 )
 from app.borrowing import service
 from app.borrowing.citation import Citation
-from app.borrowing.models import BorrowingRequest, InboundMessage
+from app.borrowing.models import BorrowingRequest
 from app.borrowing.states import Trigger
 from app.db import write_session
 from app.institutions.models import Institution
@@ -47,6 +47,7 @@ log = logging.getLogger("illbridge.iso18626")
 ISO_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 XML_MEDIA_TYPE = "application/xml"
 SOURCE = "alma_iso18626"
+INBOX_SOURCE = "iso18626"
 
 router = APIRouter(tags=["iso18626"])
 
@@ -223,37 +224,6 @@ def _same_agency(agency: AgencyId | None, kind: str | None, value: str | None) -
     return agency.type.upper() == kind.upper() and agency.value.upper() == value.upper()
 
 
-def _inbox(
-    session: Session,
-    institution: Institution,
-    external_id: str,
-    kind: MessageKind,
-    outcome: str,
-    request: BorrowingRequest | None,
-    **summary: Any,
-) -> None:
-    session.add(
-        InboundMessage(
-            institution_id=institution.id,
-            source="iso18626",
-            external_id=external_id,
-            kind=kind.value,
-            outcome=outcome,
-            request_id=request.id if request else None,
-            summary=summary,
-        )
-    )
-    session.flush()
-
-
-def _seen(session: Session, external_id: str) -> InboundMessage | None:
-    return session.exec(
-        select(InboundMessage).where(
-            InboundMessage.source == "iso18626", InboundMessage.external_id == external_id
-        )
-    ).first()
-
-
 def _take_request(session: Session, institution: Institution, message: IsoRequest) -> Outcome:
     assert institution.id is not None
     alma_request_id = message.header.requesting_agency_request_id
@@ -273,13 +243,14 @@ def _take_request(session: Session, institution: Institution, message: IsoReques
         requester_user_id=message.patron["patron_id"] if message.patron else None,
         origin=service.ORIGIN_ISO18626,
     )
-    _inbox(
+    service.record_inbound(
         session,
-        institution,
-        external_id,
-        MessageKind.REQUEST,
-        "accepted",
-        request,
+        source=INBOX_SOURCE,
+        external_id=external_id,
+        kind=MessageKind.REQUEST.value,
+        outcome="accepted",
+        institution_id=institution.id,
+        request_id=request.id,
         service_type=message.service_type.value if message.service_type else None,
     )
     return Outcome(inbox="accepted")
@@ -294,7 +265,7 @@ def _take_action(
         f"action:{institution.id}:{header.requesting_agency_request_id}:"
         f"{message.action.value}:{header.timestamp.isoformat()}"
     )
-    if (seen := _seen(session, external_id)) is not None:
+    if (seen := service.find_inbound(session, INBOX_SOURCE, external_id)) is not None:
         return Outcome(inbox="duplicate", error=seen.summary.get("error"))
     request = service.find_request(
         session, institution.id, alma_request_id=header.requesting_agency_request_id
@@ -302,13 +273,14 @@ def _take_action(
     if request is None:
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyRequestId")
     error = _apply_action(session, request, message.action, header.timestamp)
-    _inbox(
+    service.record_inbound(
         session,
-        institution,
-        external_id,
-        MessageKind.REQUESTING_AGENCY_MESSAGE,
-        "flagged" if error else "accepted",
-        request,
+        source=INBOX_SOURCE,
+        external_id=external_id,
+        kind=MessageKind.REQUESTING_AGENCY_MESSAGE.value,
+        outcome="flagged" if error else "accepted",
+        institution_id=institution.id,
+        request_id=request.id,
         action=message.action.value,
         error=error,
     )

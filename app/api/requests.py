@@ -81,6 +81,17 @@ def register_request(
                 origin=service.ORIGIN_API,
                 idempotency_key=idempotency_key,
             )
+            if created:
+                service.record_inbound(
+                    session,
+                    source="rest",
+                    external_id=f"{institution.id}:{body.alma_request_id}",
+                    kind="borrowing_request",
+                    outcome="accepted",
+                    institution_id=institution.id,
+                    request_id=request.id,
+                    idempotency_key=idempotency_key is not None,
+                )
             session.commit()
     except IntegrityError:
         # Lost a race with an identical create: answer with the winner's record.

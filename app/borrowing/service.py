@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from app.borrowing.citation import Citation
-from app.borrowing.models import BorrowingRequest, RequestEvent
+from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.borrowing.states import (
     TERMINAL_STATES,
     RequestState,
@@ -109,6 +109,40 @@ def register_request(
         request_id=request.id,
     )
     return request, True
+
+
+def record_inbound(
+    session: Session,
+    *,
+    source: str,
+    external_id: str,
+    kind: str,
+    outcome: str,
+    institution_id: int | None,
+    request_id: int | None,
+    **summary: Any,
+) -> None:
+    """Keep a PII-free line in the inbox for a message received (unique per source + id)."""
+    session.add(
+        InboundMessage(
+            institution_id=institution_id,
+            source=source,
+            external_id=external_id,
+            kind=kind,
+            outcome=outcome,
+            request_id=request_id,
+            summary=summary,
+        )
+    )
+    session.flush()
+
+
+def find_inbound(session: Session, source: str, external_id: str) -> InboundMessage | None:
+    return session.exec(
+        select(InboundMessage).where(
+            InboundMessage.source == source, InboundMessage.external_id == external_id
+        )
+    ).first()
 
 
 def record_event(

@@ -154,6 +154,7 @@ def test_create_is_idempotent_by_alma_request_id(client, admin, engine):
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
     counts = row_counts(engine)
     assert (counts["BorrowingRequest"], counts["Job"]) == (2, 2)
+    assert counts["InboundMessage"] == 2  # each create in the inbox once; the repeat is not
 
 
 def test_create_is_idempotent_by_idempotency_key(client, admin, engine):

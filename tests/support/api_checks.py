@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from app.borrowing.models import BorrowingRequest, RequestEvent
+from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.config import Settings
 from app.institutions.models import Institution
 from app.jobs.models import Job
@@ -45,7 +45,7 @@ def row_counts(engine: Engine) -> dict[str, int]:
     with Session(engine) as session:
         return {
             model.__name__: int(session.exec(select(func.count()).select_from(model)).one())
-            for model in (Institution, BorrowingRequest, RequestEvent, Job)
+            for model in (Institution, BorrowingRequest, RequestEvent, InboundMessage, Job)
         }
 
 

@@ -7,28 +7,16 @@ ISO 18626 land in the same shape, and the WorldShare client builds its allow-lis
 from __future__ import annotations
 
 from datetime import date
-from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
+
+from app.validation import StrictInput
 
 _SHORT = 500
 _LONG = 2000
 
 
-class TextWithoutNul(BaseModel):
-    """Refuses NUL characters: SQLite would keep them and PostgreSQL refuse them."""
-
-    @model_validator(mode="after")
-    def _refuse_nul(self) -> Self:
-        for name, value in self:
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{name} must not contain NUL characters")
-        return self
-
-
-class Citation(TextWithoutNul):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class Citation(StrictInput):
     title: str = Field(min_length=1, max_length=_LONG)
     author: str | None = Field(default=None, max_length=_SHORT)
     isbn: str | None = Field(default=None, max_length=64)

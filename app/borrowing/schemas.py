@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from app.borrowing.citation import Citation, TextWithoutNul
+from app.borrowing.citation import Citation
+from app.validation import StrictInput
 
 
-class BorrowingRequestCreate(TextWithoutNul):
+class BorrowingRequestCreate(StrictInput):
     """An unfilled Alma borrowing request, in Alma's own field names."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     institution: Annotated[str, Field(min_length=1, max_length=64)]
     alma_request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w\-.:]+$")]

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
-    model_validator,
 )
 
+from app.validation import StrictInput
 from app.worldshare.status import LenderOutcome
 
 URL_MAX_CHARS = 500
@@ -36,35 +35,12 @@ Label = Annotated[str, Field(min_length=1, max_length=64)]
 Secret = Annotated[SecretStr, Field(min_length=1, max_length=1000)]
 
 
-def _refuse_nul(value: object) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(key)
-            _refuse_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _refuse_nul(item)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: Any) -> Any:
-        # SQLite would keep a NUL that PostgreSQL refuses; refuse it on both.
-        _refuse_nul(data)
-        return data
-
-
-class AgencyId(Strict):
+class AgencyId(StrictInput):
     type: Label
     value: Short
 
 
-class AlmaSettingsIn(Strict):
+class AlmaSettingsIn(StrictInput):
     api_base_url: Url | None = None
     api_key: Secret | None = None
     webhook_secrets: list[Secret] | None = Field(
@@ -77,7 +53,7 @@ class AlmaSettingsIn(Strict):
     )
 
 
-class WorldShareSettingsIn(Strict):
+class WorldShareSettingsIn(StrictInput):
     base_url: Url | None = None
     token_url: Url | None = None
     scope: Short | None = None
@@ -86,7 +62,7 @@ class WorldShareSettingsIn(Strict):
     institution_id: Annotated[str, Field(pattern=r"^[0-9]{1,12}$")] | None = None
 
 
-class PolicyIn(Strict):
+class PolicyIn(StrictInput):
     cancel_reason: Label | None = None
     stale_after_days: int | None = Field(default=None, ge=1, le=3650)
     patron_due_date_offset_days: int | None = Field(default=None, ge=0, le=365)
@@ -110,7 +86,7 @@ class PolicyIn(Strict):
         return {status.upper(): outcome for status, outcome in value.items()}
 
 
-class InstitutionCreate(Strict):
+class InstitutionCreate(StrictInput):
     code: Code
     name: Annotated[str, Field(min_length=1, max_length=255)]
     alma: AlmaSettingsIn = Field(default_factory=AlmaSettingsIn)
@@ -118,7 +94,7 @@ class InstitutionCreate(Strict):
     policy: PolicyIn = Field(default_factory=PolicyIn)
 
 
-class InstitutionUpdate(Strict):
+class InstitutionUpdate(StrictInput):
     name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     active: bool | None = None
     alma: AlmaSettingsIn | None = None

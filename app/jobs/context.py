@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db import create_db_engine, read_session, write_session
+from app.db import create_db_engine, read_session
 from app.institutions.secrets import SecretBox, load_secret_box
 from app.observability import Metrics
 from app.worldshare.auth import TokenCache
@@ -29,17 +29,6 @@ class JobContext:
     secrets: SecretBox
     worldshare_tokens: TokenCache
     metrics: Metrics
-
-    async def in_transaction(self, step: Callable[[Session], T]) -> T:
-        """Run one database step in a thread and commit it: handlers own their transactions."""
-
-        def run() -> T:
-            with write_session(self.engine) as session:
-                result = step(session)
-                session.commit()
-                return result
-
-        return await to_thread.run_sync(run)
 
     async def read(self, step: Callable[[Session], T]) -> T:
         """Run one read-only database step in a thread (no write lock on SQLite)."""

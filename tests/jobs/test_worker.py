@@ -428,7 +428,7 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
                 ).scalar_one()
             )
 
-        ran.append(await ctx.in_transaction(key))
+        ran.append(await ctx.read(key))
 
     def registry() -> Registry:
         registry = registry_with("test.tick", tick)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ from app.jobs.context import JobContext, open_context
 from app.jobs.setup import build_registry
 from app.jobs.worker import Worker
 from app.observability import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware
-
-log = logging.getLogger("illbridge")
 
 API_DESCRIPTION = """\
 illbridge sits between Ex Libris **Alma** and OCLC **WorldShare ILL**: it exports the citation of

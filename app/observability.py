@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn's color_message repeats the message with terminal colours.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 _SECRET_KEYS = re.compile(r"(secret|token|password|api_key|apikey|authorization)", re.I)
 _SECRET_VALUES = re.compile(r"(ilb_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|apikey\s+\S+)", re.I)
 # Label values come from this set only, so a client cannot grow the metric's series at will.

@@ -7,6 +7,7 @@ transaction. A trigger that does not fit is recorded, not applied, and the reque
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import date, timedelta
 from typing import Any
@@ -27,6 +28,8 @@ from app.institutions.models import Institution
 from app.jobs import kinds
 from app.jobs.queue import enqueue
 from app.timeutil import utcnow
+
+log = logging.getLogger("illbridge.borrowing")
 
 ATTENTION_MAX_CHARS = 1000
 ORIGIN_ISO18626 = "iso18626"
@@ -179,6 +182,10 @@ def flag(session: Session, request: BorrowingRequest, reason: str, *, source: st
     request.updated_at = utcnow()
     session.add(request)
     record_event(session, request, "flagged", source, detail={"reason": request.attention_reason})
+    log.warning(
+        "request_flagged",
+        extra={"borrowing_request_id": request.id, "reason": request.attention_reason},
+    )
 
 
 def clear_flag(session: Session, request: BorrowingRequest, *, source: str, why: str) -> None:
@@ -232,6 +239,15 @@ def apply_trigger(
     session.add(request)
     event = record_event(
         session, request, trigger.value, source, from_state=current, to_state=target, detail=detail
+    )
+    log.info(
+        "request_transition",
+        extra={
+            "borrowing_request_id": request.id,
+            "trigger": trigger.value,
+            "from_state": current.value,
+            "to_state": target.value,
+        },
     )
     notice = notice or ALMA_NOTICES.get(trigger)
     if notice is not None:

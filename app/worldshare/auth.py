@@ -18,7 +18,7 @@ import httpx
 
 from app.upstream import UpstreamError, status_failure, transport_failure
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("illbridge.worldshare")
 
 AUTH_UPSTREAM = "WorldShare token endpoint"
 EXPIRES_AT_FORMAT = "%Y-%m-%d %H:%M:%SZ"

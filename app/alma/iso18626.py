@@ -138,6 +138,8 @@ class Header:
     requesting_agency_request_id: str
     supplying_agency_request_id: str | None = None
     multiple_item_request_id: str | None = None
+    # requestingAgencyAuthentication/securityCode: a shared secret, never shown or echoed.
+    security_code: str | None = field(default=None, repr=False)
 
     @property
     def echo(self) -> HeaderEcho:
@@ -504,6 +506,7 @@ def _header(message: etree._Element) -> Header:
         requesting_agency_request_id=_required(header, "requestingAgencyRequestId"),
         supplying_agency_request_id=_text(header, "supplyingAgencyRequestId"),
         multiple_item_request_id=_text(header, "multipleItemRequestId"),
+        security_code=_text(header, "requestingAgencyAuthentication", "securityCode"),
     )
 
 
@@ -839,6 +842,9 @@ def _header_element(message: etree._Element, header: Header) -> None:
     _sub(element, "timestamp", _xs_datetime(header.timestamp))
     _sub(element, "requestingAgencyRequestId", header.requesting_agency_request_id)
     _optional(element, "supplyingAgencyRequestId", header.supplying_agency_request_id)
+    if header.security_code is not None:
+        authentication = _sub(element, "requestingAgencyAuthentication")
+        _sub(authentication, "securityCode", header.security_code)
 
 
 def _confirmation(

@@ -7,6 +7,7 @@ with the matching confirmation, `messageStatus` ERROR and an `errorType` from th
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from app.alma.iso18626 import (
     Action,
     AgencyId,
     ErrorType,
-    HeaderEcho,
+    Header,
     IsoMessageError,
     IsoRequest,
     MessageKind,
@@ -40,6 +41,7 @@ from app.borrowing.models import BorrowingRequest
 from app.borrowing.states import Trigger
 from app.db import write_session
 from app.institutions.models import Institution
+from app.institutions.secrets import SecretBox
 from app.timeutil import utcnow
 
 log = logging.getLogger("illbridge.iso18626")
@@ -116,6 +118,10 @@ def _confirmation(
             "description": "A requestConfirmation or requestingAgencyMessageConfirmation, "
             "messageStatus OK or ERROR (with errorData)",
         },
+        401: {
+            "content": {XML_MEDIA_TYPE: {}},
+            "description": "Missing or wrong requestingAgencyAuthentication/securityCode",
+        },
         404: {"content": {XML_MEDIA_TYPE: {}}, "description": "Unknown institution"},
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
@@ -145,9 +151,11 @@ async def receive_iso18626(
         metrics.inbound_messages.labels("iso18626", "refused").inc()
         log.info("iso_message_refused", extra={"error_type": str(exc.error_type)})
         return _xml(encode_error_confirmation(exc, timestamp_received=received_at))
-    engine = request.app.state.services.context.engine
+    context = request.app.state.services.context
     try:
-        outcome = await run_in_threadpool(take_message, engine, institution, message)
+        outcome = await run_in_threadpool(
+            take_message, context.engine, context.secrets, institution, message
+        )
     except Refusal as refusal:
         metrics.inbound_messages.labels("iso18626", "refused").inc()
         log.info("iso_message_refused", extra={"error_type": str(refusal.error_type)})
@@ -180,12 +188,15 @@ async def receive_iso18626(
 
 
 def take_message(
-    engine: Engine, institution_code: str, message: IsoRequest | RequestingAgencyMessage
+    engine: Engine,
+    box: SecretBox,
+    institution_code: str,
+    message: IsoRequest | RequestingAgencyMessage,
 ) -> Outcome:
     """Store what the message says and queue what follows, in one transaction."""
     try:
         with write_session(engine) as session:
-            institution = _partner_institution(session, institution_code, message.echo)
+            institution = _partner_institution(session, box, institution_code, message.header)
             if isinstance(message, IsoRequest):
                 outcome = _take_request(session, institution, message)
             else:
@@ -197,29 +208,42 @@ def take_message(
         return Outcome(inbox="duplicate")
 
 
-def _partner_institution(session: Session, code: str, echo: HeaderEcho) -> Institution:
+def _partner_institution(
+    session: Session, box: SecretBox, code: str, header: Header
+) -> Institution:
+    """The institution the message is for, if it comes from that institution's Alma."""
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
     if institution is None or not institution.active:
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "institution", http_status=404)
-    expected = {
-        "supplyingAgencyId": (
+    expected_code = institution.alma_iso18626_security_code_encrypted
+    if expected_code is not None and not hmac.compare_digest(
+        (header.security_code or "").encode(), box.decrypt(expected_code).encode()
+    ):
+        raise Refusal(
+            ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyAuthentication", http_status=401
+        )
+    checks = (
+        (
+            "supplyingAgencyId",
+            header.supplying_agency,
             institution.bridge_agency_id_type,
             institution.bridge_agency_id_value,
         ),
-        "requestingAgencyId": (institution.alma_agency_id_type, institution.alma_agency_id_value),
-    }
-    given = {
-        "supplyingAgencyId": echo.supplying_agency,
-        "requestingAgencyId": echo.requesting_agency,
-    }
-    for name, (kind, value) in expected.items():
-        if not _same_agency(given[name], kind, value):
+        (
+            "requestingAgencyId",
+            header.requesting_agency,
+            institution.alma_agency_id_type,
+            institution.alma_agency_id_value,
+        ),
+    )
+    for name, given, kind, value in checks:
+        if not _same_agency(given, kind, value):
             raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, name)
     return institution
 
 
-def _same_agency(agency: AgencyId | None, kind: str | None, value: str | None) -> bool:
-    if agency is None or not kind or not value:
+def _same_agency(agency: AgencyId, kind: str | None, value: str | None) -> bool:
+    if not kind or not value:
         return False
     return agency.type.upper() == kind.upper() and agency.value.upper() == value.upper()
 

@@ -25,6 +25,7 @@ class Institution(SQLModel, table=True):
     alma_api_key_encrypted: str | None = Field(default=None)
     alma_webhook_secrets_encrypted: str | None = Field(default=None)
     alma_iso18626_url: str | None = Field(default=None, max_length=500)
+    alma_iso18626_security_code_encrypted: str | None = Field(default=None)
     alma_agency_id_type: str | None = Field(default=None, max_length=64)
     alma_agency_id_value: str | None = Field(default=None, max_length=128)
     bridge_agency_id_type: str | None = Field(default=None, max_length=64)

@@ -47,6 +47,11 @@ class AlmaSettingsIn(StrictInput):
         default=None, max_length=2, description="Two may be valid during a rotation"
     )
     iso18626_url: Url | None = None
+    iso18626_security_code: Secret | None = Field(
+        default=None,
+        description="When set, Alma's ISO 18626 messages must carry it as "
+        "requestingAgencyAuthentication/securityCode",
+    )
     agency_id: AgencyId | None = Field(default=None, description="Alma's own ISO 18626 agency id")
     bridge_agency_id: AgencyId | None = Field(
         default=None, description="The agency id Alma knows the bridge by (the partner's code)"
@@ -112,6 +117,7 @@ class AlmaSettingsOut(BaseModel):
     api_key_set: bool
     webhook_secrets_set: int = Field(description="How many webhook secrets are configured")
     iso18626_url: str | None
+    iso18626_security_code_set: bool
     agency_id: AgencyIdOut | None
     bridge_agency_id: AgencyIdOut | None
 

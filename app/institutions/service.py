@@ -80,6 +80,10 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
         )
     if "iso18626_url" in given:
         institution.alma_iso18626_url = _url(alma.iso18626_url)
+    if alma.iso18626_security_code is not None:
+        institution.alma_iso18626_security_code_encrypted = box.encrypt(
+            alma.iso18626_security_code.get_secret_value()
+        )
     if alma.agency_id is not None:
         institution.alma_agency_id_type = alma.agency_id.type
         institution.alma_agency_id_value = alma.agency_id.value
@@ -138,6 +142,8 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             api_key_set=institution.alma_api_key_encrypted is not None,
             webhook_secrets_set=webhook_secrets,
             iso18626_url=institution.alma_iso18626_url,
+            iso18626_security_code_set=institution.alma_iso18626_security_code_encrypted
+            is not None,
             agency_id=agency(institution.alma_agency_id_type, institution.alma_agency_id_value),
             bridge_agency_id=agency(
                 institution.bridge_agency_id_type, institution.bridge_agency_id_value

@@ -189,13 +189,17 @@ async def _exchange(
 
 
 def _header(
-    request_id: str, requesting_agency: tuple[str, str], supplying_agency: tuple[str, str]
+    request_id: str,
+    requesting_agency: tuple[str, str],
+    supplying_agency: tuple[str, str],
+    security_code: str | None,
 ) -> Header:
     return Header(
         supplying_agency=AgencyId(*supplying_agency),
         requesting_agency=AgencyId(*requesting_agency),
         timestamp=datetime.now(UTC),
         requesting_agency_request_id=request_id,
+        security_code=security_code,
     )
 
 
@@ -208,9 +212,10 @@ async def send_request(
     patron: Mapping[str, str | None] | None,
     requesting_agency: tuple[str, str],
     supplying_agency: tuple[str, str],
+    security_code: str | None = None,
 ) -> RequestConfirmation:
     """Alma's ``request`` to its partner of last resort: the rota reached the bridge."""
-    header = _header(request_id, requesting_agency, supplying_agency)
+    header = _header(request_id, requesting_agency, supplying_agency, security_code)
     body = encode_request(header, citation, patron=patron)
     return await _exchange(http, bridge_url, body, RequestConfirmation)
 
@@ -224,8 +229,9 @@ async def send_action(
     requesting_agency: tuple[str, str],
     supplying_agency: tuple[str, str],
     note: str | None = None,
+    security_code: str | None = None,
 ) -> RequestingAgencyMessageConfirmation:
     """Alma's requestingAgencyMessage: Renew, Received, ShippedReturn, Cancel, StatusRequest…"""
-    header = _header(request_id, requesting_agency, supplying_agency)
+    header = _header(request_id, requesting_agency, supplying_agency, security_code)
     body = encode_requesting_agency_message(header, action=action, note=note)
     return await _exchange(http, bridge_url, body, RequestingAgencyMessageConfirmation)

@@ -21,6 +21,7 @@ from app.sandbox.mount import ALMA_PREFIX, WORLDSHARE_PREFIX
 DEMO_CODE = "DEMO"
 DEMO_ALMA_AGENCY = ("ISIL", "US-DEMO")
 DEMO_BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
+DEMO_SECURITY_CODE = "demo-shared-code"
 TOKEN_FILE = VAR_DIR / "sandbox-admin.token"
 
 
@@ -43,6 +44,7 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                         "name": "Demo University Library (sandbox)",
                         "alma": {
                             "iso18626_url": f"{base}{ALMA_PREFIX}/iso18626",
+                            "iso18626_security_code": DEMO_SECURITY_CODE,
                             "agency_id": dict(
                                 zip(("type", "value"), DEMO_ALMA_AGENCY, strict=True)
                             ),
@@ -121,6 +123,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             },
             requesting_agency=DEMO_ALMA_AGENCY,
             supplying_agency=DEMO_BRIDGE_AGENCY,
+            security_code=DEMO_SECURITY_CODE,
         )
         exported = await wait_for_state("exported")
         print("lender (WorldShare sandbox) ships the item")
@@ -137,6 +140,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 action=action,
                 requesting_agency=DEMO_ALMA_AGENCY,
                 supplying_agency=DEMO_BRIDGE_AGENCY,
+                security_code=DEMO_SECURITY_CODE,
             )
         print("lender approves the renewal")
         await http.post(
@@ -152,6 +156,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             action=Action.SHIPPED_RETURN,
             requesting_agency=DEMO_ALMA_AGENCY,
             supplying_agency=DEMO_BRIDGE_AGENCY,
+            security_code=DEMO_SECURITY_CODE,
         )
         await wait_for_state("closed")
         messages = await http.get(

@@ -33,6 +33,11 @@ def upgrade() -> None:
         ),
         sa.Column("alma_iso18626_url", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
         sa.Column(
+            "alma_iso18626_security_code_encrypted",
+            sqlmodel.sql.sqltypes.AutoString(),
+            nullable=True,
+        ),
+        sa.Column(
             "alma_agency_id_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True
         ),
         sa.Column(

@@ -19,6 +19,7 @@ SECRETS = {
     "webhook_new": "whsec-new-0c4d18",
     "ws_key": "wskey-9d1e7f3a",
     "ws_secret": "wssecret-2b8c6d4e",
+    "iso_code": "isocode-5e1f0a7c",
 }
 
 FULL = {
@@ -29,6 +30,7 @@ FULL = {
         "api_key": SECRETS["alma_api_key"],
         "webhook_secrets": [SECRETS["webhook_old"], SECRETS["webhook_new"]],
         "iso18626_url": "https://univ.alma.exlibrisgroup.com/rapido/iso18626",
+        "iso18626_security_code": SECRETS["iso_code"],
         "agency_id": {"type": "ISIL", "value": "DE-1"},
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
     },
@@ -78,6 +80,7 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "api_key_set": True,
         "webhook_secrets_set": 2,
         "iso18626_url": "https://univ.alma.exlibrisgroup.com/rapido/iso18626",
+        "iso18626_security_code_set": True,
         "agency_id": {"type": "ISIL", "value": "DE-1"},
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
     }

@@ -6,10 +6,18 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from app.alma.iso18626 import Action, MessageStatus
 from app.sandbox.alma_requester import send_action, send_request
-from tests.support.bridge import ALMA_AGENCY, BRIDGE_AGENCY, System, running_system, wait_for
+from tests.support.bridge import (
+    ALMA_AGENCY,
+    BRIDGE_AGENCY,
+    SECURITY_CODE,
+    System,
+    running_system,
+    wait_for,
+)
 
 CITATION = {"title": "Outwitting Squirrels", "author": "Bill Adler", "isbn": "9781556523021"}
 PATRON = {"patron_id": "P-778899", "surname": "Quimby", "given_name": "Ramona", "email": None}
@@ -27,6 +35,7 @@ def alma_says(system: System, alma_request_id: str, action: Action | None = None
                     patron=PATRON,
                     requesting_agency=ALMA_AGENCY,
                     supplying_agency=BRIDGE_AGENCY,
+                    security_code=SECURITY_CODE,
                 )
             return await send_action(
                 http,
@@ -35,6 +44,7 @@ def alma_says(system: System, alma_request_id: str, action: Action | None = None
                 action=action,
                 requesting_agency=ALMA_AGENCY,
                 supplying_agency=BRIDGE_AGENCY,
+                security_code=SECURITY_CODE,
             )
 
     return asyncio.run(send())
@@ -179,6 +189,7 @@ def test_unknown_request_and_wrong_agency_are_refused(fast_settings, engine):
                     patron=None,
                     requesting_agency=("ISIL", "SOMEONE-ELSE"),
                     supplying_agency=BRIDGE_AGENCY,
+                    security_code=SECURITY_CODE,
                 )
 
         refused = asyncio.run(wrong_agency())
@@ -241,3 +252,28 @@ def test_staff_clear_a_flag_once_the_task_is_done(fast_settings, engine):
         assert (again.status_code, again.json()["error"]) == (409, "conflict")
         cleared = [e for e in system.find("ALMA-T")["events"] if e["kind"] == "flag_cleared"]
         assert cleared[-1]["source"] == "operator"
+
+
+@pytest.mark.parametrize("code", [None, "guessed-code"], ids=["missing", "wrong"])
+def test_a_message_without_the_institutions_security_code_is_refused(fast_settings, engine, code):
+    with running_system(fast_settings, engine) as system:
+
+        async def intruder() -> Any:
+            async with httpx.AsyncClient() as http:
+                return await send_request(
+                    http,
+                    system.iso_url,
+                    request_id="ALMA-X",
+                    citation=CITATION,
+                    patron=None,
+                    requesting_agency=ALMA_AGENCY,
+                    supplying_agency=BRIDGE_AGENCY,
+                    security_code=code,
+                )
+
+        refused = asyncio.run(intruder())
+        assert refused.message_status is MessageStatus.ERROR
+        assert refused.error_value == "requestingAgencyAuthentication"
+        assert system.find("ALMA-X") is None
+        exports = system.api("GET", "/api/v1/jobs", params={"kind": "worldshare.export"})
+        assert exports.json()["items"] == []

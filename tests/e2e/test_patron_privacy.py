@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from app.observability import JsonFormatter
 from app.sandbox.alma_requester import send_request
-from tests.support.bridge import ALMA_AGENCY, BRIDGE_AGENCY, running_system, wait_for
+from tests.support.bridge import (
+    ALMA_AGENCY,
+    BRIDGE_AGENCY,
+    SECURITY_CODE,
+    running_system,
+    wait_for,
+)
 
 names = st.text(
     alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz", min_size=8, max_size=24
@@ -67,6 +73,7 @@ def test_patron_data_reaches_neither_worldshare_nor_logs(fast_settings, engine):
                             patron=patron,
                             requesting_agency=ALMA_AGENCY,
                             supplying_agency=BRIDGE_AGENCY,
+                            security_code=SECURITY_CODE,
                         )
 
                 asyncio.run(send())

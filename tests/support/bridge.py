@@ -24,6 +24,7 @@ from tests.support.servers import run_asgi_in_thread
 
 ALMA_AGENCY = ("ISIL", "US-UNIV")
 BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
+SECURITY_CODE = "alma-shared-code"
 T = TypeVar("T")
 
 
@@ -97,6 +98,7 @@ def running_system(
             settings,
             alma={
                 "iso18626_url": f"{alma_url}/iso18626",
+                "iso18626_security_code": SECURITY_CODE,
                 "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
                 "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},
             },

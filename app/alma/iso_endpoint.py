@@ -149,7 +149,10 @@ async def receive_iso18626(
             )
     except IsoMessageError as exc:
         metrics.inbound_messages.labels("iso18626", "refused").inc()
-        log.info("iso_message_refused", extra={"error_type": str(exc.error_type)})
+        log.info(
+            "iso_message_refused",
+            extra={"institution": institution, "error_type": str(exc.error_type)},
+        )
         return _xml(encode_error_confirmation(exc, timestamp_received=received_at))
     context = request.app.state.services.context
     try:
@@ -158,7 +161,10 @@ async def receive_iso18626(
         )
     except Refusal as refusal:
         metrics.inbound_messages.labels("iso18626", "refused").inc()
-        log.info("iso_message_refused", extra={"error_type": str(refusal.error_type)})
+        log.info(
+            "iso_message_refused",
+            extra={"institution": institution, "error_type": str(refusal.error_type)},
+        )
         return _xml(
             _confirmation(
                 message,

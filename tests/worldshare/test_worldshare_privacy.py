@@ -34,7 +34,8 @@ class CitationWithPatron(Citation):
     model_config = ConfigDict(extra="allow")
 
 
-text = st.text(alphabet=string.ascii_letters + string.digits + " .,:-'éü", max_size=40)
+# Within every Citation field limit (the shortest, year, is 32 characters).
+text = st.text(alphabet=string.ascii_letters + string.digits + " .,:-'éü", max_size=30)
 optional = st.none() | text
 citations = st.builds(
     CitationWithPatron,

@@ -111,7 +111,13 @@ def exported_events(settings: Settings) -> tuple[int, float | None]:
     return int(count), span
 
 
-def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> tuple[float, float]:
     key = Fernet.generate_key().decode()
     settings = Settings(database_url=database_url, secret_key=key)
     prepare(settings, sandbox, args.requests)
@@ -136,6 +142,8 @@ def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> floa
             time.sleep(0.25)
         else:
             raise SystemExit(f"only {count} of {args.requests} exported in {args.timeout} s")
+        # Start-up included: a worker's whole CPU time over the exports it made.
+        worker_cpu = sum(cpu_seconds(worker.pid) for worker in workers)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -143,7 +151,7 @@ def run_round(args: argparse.Namespace, sandbox: str, database_url: str) -> floa
             worker.wait(timeout=30)
     assert span is not None
     # The span runs from the first export to the last: process start-up is left out.
-    return (count - 1) / span
+    return (count - 1) / span, 1000 * worker_cpu / count
 
 
 def main() -> None:
@@ -172,11 +180,11 @@ def main() -> None:
                 url = args.database_url or f"sqlite:///{tmp}/bench.db"
                 if args.database_url:
                     reset_postgres(url)
-                rate = run_round(args, sandbox, url)
+                rate, cpu_ms = run_round(args, sandbox, url)
             rates.append(rate)
             print(
                 f"round {number}: {rate:7.1f} exports/s   ideal {ideal:.1f}   "
-                f"{100 * rate / ideal:5.1f} % of ideal"
+                f"{100 * rate / ideal:5.1f} % of ideal   worker CPU {cpu_ms:.1f} ms/export"
             )
     finally:
         sandbox_process.terminate()

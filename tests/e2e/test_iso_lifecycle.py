@@ -23,29 +23,29 @@ CITATION = {"title": "Outwitting Squirrels", "author": "Bill Adler", "isbn": "97
 PATRON = {"patron_id": "P-778899", "surname": "Quimby", "given_name": "Ramona", "email": None}
 
 
-def alma_says(system: System, alma_request_id: str, action: Action | None = None) -> Any:
+def alma_says(
+    system: System,
+    alma_request_id: str,
+    action: Action | None = None,
+    *,
+    requesting_agency: tuple[str, str] = ALMA_AGENCY,
+    security_code: str | None = SECURITY_CODE,
+) -> Any:
+    """Alma's `request` (no action) or requestingAgencyMessage; the confirmation it got."""
+    sender = {
+        "request_id": alma_request_id,
+        "requesting_agency": requesting_agency,
+        "supplying_agency": BRIDGE_AGENCY,
+        "security_code": security_code,
+    }
+
     async def send() -> Any:
         async with httpx.AsyncClient(timeout=10.0) as http:
             if action is None:
                 return await send_request(
-                    http,
-                    system.iso_url,
-                    request_id=alma_request_id,
-                    citation=CITATION,
-                    patron=PATRON,
-                    requesting_agency=ALMA_AGENCY,
-                    supplying_agency=BRIDGE_AGENCY,
-                    security_code=SECURITY_CODE,
+                    http, system.iso_url, citation=CITATION, patron=PATRON, **sender
                 )
-            return await send_action(
-                http,
-                system.iso_url,
-                request_id=alma_request_id,
-                action=action,
-                requesting_agency=ALMA_AGENCY,
-                supplying_agency=BRIDGE_AGENCY,
-                security_code=SECURITY_CODE,
-            )
+            return await send_action(http, system.iso_url, action=action, **sender)
 
     return asyncio.run(send())
 
@@ -178,21 +178,7 @@ def test_unknown_request_and_wrong_agency_are_refused(fast_settings, engine):
         unknown = alma_says(system, "NEVER-SENT", Action.RECEIVED)
         assert unknown.message_status is MessageStatus.ERROR
         assert unknown.error_value == "requestingAgencyRequestId"
-
-        async def wrong_agency() -> Any:
-            async with httpx.AsyncClient() as http:
-                return await send_request(
-                    http,
-                    system.iso_url,
-                    request_id="ALMA-W",
-                    citation=CITATION,
-                    patron=None,
-                    requesting_agency=("ISIL", "SOMEONE-ELSE"),
-                    supplying_agency=BRIDGE_AGENCY,
-                    security_code=SECURITY_CODE,
-                )
-
-        refused = asyncio.run(wrong_agency())
+        refused = alma_says(system, "ALMA-W", requesting_agency=("ISIL", "SOMEONE-ELSE"))
         assert refused.message_status is MessageStatus.ERROR
         assert refused.error_value == "requestingAgencyId"
         assert system.find("ALMA-W") is None
@@ -257,21 +243,7 @@ def test_staff_clear_a_flag_once_the_task_is_done(fast_settings, engine):
 @pytest.mark.parametrize("code", [None, "guessed-code"], ids=["missing", "wrong"])
 def test_a_message_without_the_institutions_security_code_is_refused(fast_settings, engine, code):
     with running_system(fast_settings, engine) as system:
-
-        async def intruder() -> Any:
-            async with httpx.AsyncClient() as http:
-                return await send_request(
-                    http,
-                    system.iso_url,
-                    request_id="ALMA-X",
-                    citation=CITATION,
-                    patron=None,
-                    requesting_agency=ALMA_AGENCY,
-                    supplying_agency=BRIDGE_AGENCY,
-                    security_code=code,
-                )
-
-        refused = asyncio.run(intruder())
+        refused = alma_says(system, "ALMA-X", security_code=code)
         assert refused.message_status is MessageStatus.ERROR
         assert refused.error_value == "requestingAgencyAuthentication"
         assert system.find("ALMA-X") is None

@@ -30,6 +30,10 @@ class Handler:
     on_dead: OnDead | None = None
 
 
+# The dedupe key of a periodic job's run: the prefix, its name and the period's number.
+PERIODIC_KEY_PREFIX = "periodic:"
+
+
 @dataclass(frozen=True)
 class Periodic:
     """A job enqueued once per `every_seconds`, however many workers run."""

@@ -24,12 +24,10 @@ from app.jobs import queue
 from app.jobs.backoff import retry_delay
 from app.jobs.context import JobContext
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import Finish, Handler, PermanentJobError, Registry
+from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish, Handler, PermanentJobError, Registry
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
 log = logging.getLogger("illbridge.worker")
-
-PERIODIC_KEY_PREFIX = "periodic:"
 
 
 def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from app.jobs.context import open_context
@@ -85,8 +86,6 @@ def test_throttling_is_retried_after_retry_after(fast_settings, engine):
 
 
 def _seconds_between(earlier: str, later: str) -> float:
-    from datetime import datetime
-
     return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
 
 

@@ -11,8 +11,7 @@ from sqlmodel import Session, col
 from app.jobs.context import JobContext
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import Finish
-from app.jobs.worker import PERIODIC_KEY_PREFIX
+from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish
 from app.timeutil import utcnow
 
 

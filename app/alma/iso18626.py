@@ -21,6 +21,8 @@ from typing import ClassVar, TypeAlias, TypedDict, TypeVar
 
 from lxml import etree
 
+from app.borrowing.states import AlmaNotice
+
 ISO18626_NS = "http://illtransactions.org/2013/iso18626"
 ISO18626_VERSION = "1.2"
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -1119,42 +1121,26 @@ def encode_request(
 # --- what the bridge tells Alma ---------------------------------------------------------------
 
 
-class SupplierMessageKind(StrEnum):
-    """What the bridge has to tell Alma about a borrowing request."""
-
-    EXPECT_TO_SUPPLY = "expect_to_supply"
-    WILL_SUPPLY = "will_supply"
-    LOANED = "loaned"
-    RENEW_YES = "renew_yes"
-    RENEW_NO = "renew_no"
-    LOAN_COMPLETED = "loan_completed"
-    UNFILLED = "unfilled"
-    CANCELLED = "cancelled"
-    CANCEL_YES = "cancel_yes"
-    CANCEL_NO = "cancel_no"
-    STATUS_ANSWER = "status_answer"
-
-
 # kind → (reasonForMessage, None: the profile's for the status; status, None: the caller's; answer)
 _SUPPLIER_MESSAGES: Mapping[
-    SupplierMessageKind, tuple[ReasonForMessage | None, Status | None, bool | None]
+    AlmaNotice, tuple[ReasonForMessage | None, Status | None, bool | None]
 ] = MappingProxyType(
     {
-        SupplierMessageKind.EXPECT_TO_SUPPLY: (None, Status.EXPECT_TO_SUPPLY, None),
-        SupplierMessageKind.WILL_SUPPLY: (None, Status.WILL_SUPPLY, None),
-        SupplierMessageKind.LOANED: (None, Status.LOANED, None),
-        SupplierMessageKind.RENEW_YES: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, True),
-        SupplierMessageKind.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, False),
-        SupplierMessageKind.LOAN_COMPLETED: (None, Status.LOAN_COMPLETED, None),
-        SupplierMessageKind.UNFILLED: (None, Status.UNFILLED, None),
-        SupplierMessageKind.CANCELLED: (None, Status.CANCELLED, None),
-        SupplierMessageKind.CANCEL_YES: (
+        AlmaNotice.EXPECT_TO_SUPPLY: (None, Status.EXPECT_TO_SUPPLY, None),
+        AlmaNotice.WILL_SUPPLY: (None, Status.WILL_SUPPLY, None),
+        AlmaNotice.LOANED: (None, Status.LOANED, None),
+        AlmaNotice.RENEW_YES: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, True),
+        AlmaNotice.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, False),
+        AlmaNotice.LOAN_COMPLETED: (None, Status.LOAN_COMPLETED, None),
+        AlmaNotice.UNFILLED: (None, Status.UNFILLED, None),
+        AlmaNotice.CANCELLED: (None, Status.CANCELLED, None),
+        AlmaNotice.CANCEL_YES: (
             ReasonForMessage.CANCEL_RESPONSE,
             Status.CANCELLED,
             True,
         ),
-        SupplierMessageKind.CANCEL_NO: (ReasonForMessage.CANCEL_RESPONSE, None, False),
-        SupplierMessageKind.STATUS_ANSWER: (ReasonForMessage.STATUS_REQUEST_RESPONSE, None, None),
+        AlmaNotice.CANCEL_NO: (ReasonForMessage.CANCEL_RESPONSE, None, False),
+        AlmaNotice.STATUS_ANSWER: (ReasonForMessage.STATUS_REQUEST_RESPONSE, None, None),
     }
 )
 
@@ -1168,7 +1154,7 @@ def _lender_due_date(due_date: date | datetime) -> datetime:
 
 def supplier_message(
     profile: AlmaProfile,
-    kind: SupplierMessageKind,
+    kind: AlmaNotice,
     header: Header,
     *,
     status: Status | None = None,
@@ -1204,7 +1190,7 @@ def supplier_message(
     reason, planned_status, answer = _SUPPLIER_MESSAGES[kind]
     if planned_status is not None and status is not None:
         raise ValueError(f"{kind} always reports {planned_status}; it takes no status")
-    if kind is SupplierMessageKind.RENEW_YES and due_date is None:
+    if kind is AlmaNotice.RENEW_YES and due_date is None:
         raise ValueError("an approved renewal needs the new due date")
     reported_status = planned_status or status
     if reported_status is None:

@@ -38,7 +38,7 @@ from app.alma.iso18626 import (
 from app.borrowing import service
 from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest
-from app.borrowing.states import Trigger
+from app.borrowing.states import AlmaNotice, Trigger
 from app.db import write_session
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
@@ -330,7 +330,9 @@ def _apply_action(
         service.cancel_from_alma(session, request, SOURCE)
         applied = True  # a refused cancel is answered by CancelResponse N, not an error
     elif action is Action.STATUS_REQUEST:
-        service.notify_alma(session, request, "status_answer", key=f"status:{sent_at.isoformat()}")
+        service.notify_alma(
+            session, request, AlmaNotice.STATUS_ANSWER, key=f"status:{sent_at.isoformat()}"
+        )
         applied = True
     elif action is Action.NOTIFICATION:
         # The note is free text from staff and may name the patron: only its arrival is kept.

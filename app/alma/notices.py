@@ -13,10 +13,9 @@ from app.alma.iso18626 import (
     AgencyId,
     Header,
     Status,
-    SupplierMessageKind,
     supplier_message,
 )
-from app.borrowing.states import RequestState
+from app.borrowing.states import AlmaNotice, RequestState
 from app.timeutil import utcnow
 
 # What Alma is told when it asks for the status, by our state.
@@ -33,9 +32,7 @@ ISO_STATUS: dict[RequestState, Status] = {
     RequestState.CANCELLED: Status.CANCELLED,
 }
 # Answers whose status is today's, not a fixed one.
-_CURRENT_STATUS_KINDS = frozenset(
-    {SupplierMessageKind.STATUS_ANSWER, SupplierMessageKind.CANCEL_NO}
-)
+_CURRENT_STATUS_KINDS = frozenset({AlmaNotice.STATUS_ANSWER, AlmaNotice.CANCEL_NO})
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class NoticeSubject:
     item_barcode: str | None
 
 
-def build_notice(kind: SupplierMessageKind, subject: NoticeSubject) -> bytes:
+def build_notice(kind: AlmaNotice, subject: NoticeSubject) -> bytes:
     now = utcnow()
     header = Header(
         supplying_agency=subject.bridge_agency,
@@ -61,8 +58,8 @@ def build_notice(kind: SupplierMessageKind, subject: NoticeSubject) -> bytes:
         supplying_agency_request_id=subject.supplier_request_id,
     )
     carries_due_date = kind in (
-        SupplierMessageKind.LOANED,
-        SupplierMessageKind.RENEW_YES,
+        AlmaNotice.LOANED,
+        AlmaNotice.RENEW_YES,
     )
     return supplier_message(
         ALMA_DEFAULT,
@@ -70,6 +67,6 @@ def build_notice(kind: SupplierMessageKind, subject: NoticeSubject) -> bytes:
         header,
         status=ISO_STATUS[subject.state] if kind in _CURRENT_STATUS_KINDS else None,
         due_date=subject.lender_due_date if carries_due_date else None,
-        item_id=subject.item_barcode if kind is SupplierMessageKind.LOANED else None,
-        date_sent=now if kind is SupplierMessageKind.LOANED else None,
+        item_id=subject.item_barcode if kind is AlmaNotice.LOANED else None,
+        date_sent=now if kind is AlmaNotice.LOANED else None,
     )

@@ -17,7 +17,9 @@ from sqlmodel import Session, select
 from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.borrowing.states import (
+    ALMA_NOTICES,
     TERMINAL_STATES,
+    AlmaNotice,
     RequestState,
     TransitionRefused,
     Trigger,
@@ -36,17 +38,6 @@ ORIGIN_ISO18626 = "iso18626"
 ORIGIN_API = "api"
 RENEWAL_TASK = "Staff task: ask the lender to renew"
 CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
-
-# The supplier notice Alma gets after each transition of a request that came over ISO 18626.
-ALMA_NOTICES: dict[Trigger, str] = {
-    Trigger.EXPORTED: "expect_to_supply",
-    Trigger.LENDER_SHIPPED: "loaned",
-    Trigger.RENEWAL_APPROVED: "renew_yes",
-    Trigger.RENEWAL_REFUSED: "renew_no",
-    Trigger.SHIPPED_RETURN: "loan_completed",
-    Trigger.UNFILLED: "unfilled",
-    Trigger.CANCELLED: "cancelled",
-}
 
 
 def find_request(
@@ -205,7 +196,7 @@ def apply_trigger(
     source: str,
     *,
     detail: dict[str, Any] | None = None,
-    notice: str | None = None,
+    notice: AlmaNotice | None = None,
 ) -> bool:
     """Move the request along; False (recorded and flagged, not applied) when it does not fit.
 
@@ -292,9 +283,9 @@ def cancel_from_alma(session: Session, request: BorrowingRequest, source: str) -
             applied=False,
             detail={"reason": f"the request is {request.state}"},
         )
-        notify_alma(session, request, "cancel_no", key=f"cancel:{utcnow().isoformat()}")
+        notify_alma(session, request, AlmaNotice.CANCEL_NO, key=f"cancel:{utcnow().isoformat()}")
         return False
-    apply_trigger(session, request, Trigger.CANCELLED, source, notice="cancel_yes")
+    apply_trigger(session, request, Trigger.CANCELLED, source, notice=AlmaNotice.CANCEL_YES)
     if request.worldshare_request_id:
         flag(
             session,
@@ -324,14 +315,16 @@ def temporary_item_barcode(request: BorrowingRequest) -> str:
     return f"ILL{request.id:09d}"
 
 
-def notify_alma(session: Session, request: BorrowingRequest, notice: str, *, key: str) -> None:
+def notify_alma(
+    session: Session, request: BorrowingRequest, notice: AlmaNotice, *, key: str
+) -> None:
     """Queue a supplier notice that answers Alma outside a transition (e.g. a status answer)."""
     if request.origin != ORIGIN_ISO18626:
         return
     enqueue(
         session,
         kinds.NOTIFY_ALMA,
-        {"notice": notice},
+        {"notice": notice.value},
         dedupe_key=f"notify:{request.id}:{key}",
         institution_id=request.institution_id,
         request_id=request.id,

@@ -40,6 +40,22 @@ class Trigger(StrEnum):
     CANCELLED = "cancelled"
 
 
+class AlmaNotice(StrEnum):
+    """What the bridge tells Alma about a borrowing request (one ISO 18626 supplier message)."""
+
+    EXPECT_TO_SUPPLY = "expect_to_supply"
+    WILL_SUPPLY = "will_supply"
+    LOANED = "loaned"
+    RENEW_YES = "renew_yes"
+    RENEW_NO = "renew_no"
+    LOAN_COMPLETED = "loan_completed"
+    UNFILLED = "unfilled"
+    CANCELLED = "cancelled"
+    CANCEL_YES = "cancel_yes"
+    CANCEL_NO = "cancel_no"
+    STATUS_ANSWER = "status_answer"
+
+
 TERMINAL_STATES = frozenset({RequestState.CLOSED, RequestState.UNFILLED, RequestState.CANCELLED})
 # Where the item is with the borrowing library and a renewal can be asked for.
 HELD_STATES = frozenset({RequestState.IN_LIBRARY, RequestState.ON_LOAN})
@@ -83,6 +99,18 @@ TRANSITIONS: dict[tuple[RequestState, Trigger], RequestState] = {
 }
 # Renewal answers return the request to the state it was in when the renewal was asked for.
 RESUMING_TRIGGERS = frozenset({T.RENEWAL_APPROVED, T.RENEWAL_REFUSED})
+
+
+# The notice Alma gets after each transition of a request that came over ISO 18626.
+ALMA_NOTICES: dict[Trigger, AlmaNotice] = {
+    T.EXPORTED: AlmaNotice.EXPECT_TO_SUPPLY,
+    T.LENDER_SHIPPED: AlmaNotice.LOANED,
+    T.RENEWAL_APPROVED: AlmaNotice.RENEW_YES,
+    T.RENEWAL_REFUSED: AlmaNotice.RENEW_NO,
+    T.SHIPPED_RETURN: AlmaNotice.LOAN_COMPLETED,
+    T.UNFILLED: AlmaNotice.UNFILLED,
+    T.CANCELLED: AlmaNotice.CANCELLED,
+}
 
 
 class TransitionRefused(Exception):

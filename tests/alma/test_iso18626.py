@@ -32,7 +32,6 @@ from app.alma.iso18626 import (
     RequestingAgencyMessageConfirmation,
     ServiceType,
     Status,
-    SupplierMessageKind,
     SupplyingAgencyMessage,
     SupplyingAgencyMessageConfirmation,
     encode_error_confirmation,
@@ -47,6 +46,7 @@ from app.alma.iso18626 import (
     validate,
 )
 from app.borrowing.citation import Citation
+from app.borrowing.states import AlmaNotice
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT.parent / "shared" / "reference" / "iso18626" / "examples"
@@ -311,26 +311,26 @@ def test_confirmation_status_and_error_type_must_agree() -> None:
 # --- what the bridge tells Alma ---------------------------------------------------------------
 
 EXPECTED_SUPPLIER_MESSAGES = {
-    SupplierMessageKind.EXPECT_TO_SUPPLY: ("RequestResponse", "ExpectToSupply", None),
-    SupplierMessageKind.WILL_SUPPLY: ("RequestResponse", "WillSupply", None),
-    SupplierMessageKind.LOANED: ("StatusChange", "Loaned", None),
-    SupplierMessageKind.RENEW_YES: ("RenewResponse", "Loaned", True),
-    SupplierMessageKind.RENEW_NO: ("RenewResponse", "Loaned", False),
-    SupplierMessageKind.LOAN_COMPLETED: ("RequestResponse", "LoanCompleted", None),
-    SupplierMessageKind.UNFILLED: ("RequestResponse", "Unfilled", None),
-    SupplierMessageKind.CANCELLED: ("StatusChange", "Cancelled", None),
-    SupplierMessageKind.CANCEL_YES: ("CancelResponse", "Cancelled", True),
-    SupplierMessageKind.CANCEL_NO: ("CancelResponse", "WillSupply", False),
-    SupplierMessageKind.STATUS_ANSWER: ("StatusRequestResponse", "WillSupply", None),
+    AlmaNotice.EXPECT_TO_SUPPLY: ("RequestResponse", "ExpectToSupply", None),
+    AlmaNotice.WILL_SUPPLY: ("RequestResponse", "WillSupply", None),
+    AlmaNotice.LOANED: ("StatusChange", "Loaned", None),
+    AlmaNotice.RENEW_YES: ("RenewResponse", "Loaned", True),
+    AlmaNotice.RENEW_NO: ("RenewResponse", "Loaned", False),
+    AlmaNotice.LOAN_COMPLETED: ("RequestResponse", "LoanCompleted", None),
+    AlmaNotice.UNFILLED: ("RequestResponse", "Unfilled", None),
+    AlmaNotice.CANCELLED: ("StatusChange", "Cancelled", None),
+    AlmaNotice.CANCEL_YES: ("CancelResponse", "Cancelled", True),
+    AlmaNotice.CANCEL_NO: ("CancelResponse", "WillSupply", False),
+    AlmaNotice.STATUS_ANSWER: ("StatusRequestResponse", "WillSupply", None),
 }
 
 
-@pytest.mark.parametrize("kind", list(SupplierMessageKind))
-def test_supplier_message_kinds_follow_alma_habits_and_validate(kind: SupplierMessageKind) -> None:
+@pytest.mark.parametrize("kind", list(AlmaNotice))
+def test_supplier_message_kinds_follow_alma_habits_and_validate(kind: AlmaNotice) -> None:
     reason, status, answer = EXPECTED_SUPPLIER_MESSAGES[kind]
     reports_current_status = kind in (
-        SupplierMessageKind.CANCEL_NO,
-        SupplierMessageKind.STATUS_ANSWER,
+        AlmaNotice.CANCEL_NO,
+        AlmaNotice.STATUS_ANSWER,
     )
     current = {"status": Status.WILL_SUPPLY} if reports_current_status else {}
 
@@ -353,7 +353,7 @@ def test_supplier_message_kinds_follow_alma_habits_and_validate(kind: SupplierMe
 def test_loaned_carries_lender_due_date_and_item_id() -> None:
     xml = supplier_message(
         ALMA_DEFAULT,
-        SupplierMessageKind.LOANED,
+        AlmaNotice.LOANED,
         HEADER,
         due_date=datetime(2025, 5, 2, 23, 59, tzinfo=timezone(timedelta(hours=-4))),
         item_id="OCLC-ITEM-1",
@@ -371,21 +371,21 @@ def test_loaned_carries_lender_due_date_and_item_id() -> None:
 def test_profile_decides_reason_for_message() -> None:
     profile = AlmaProfile(reason_for_status={Status.LOANED: ReasonForMessage.REQUEST_RESPONSE})
 
-    parsed = parse_message(supplier_message(profile, SupplierMessageKind.LOANED, HEADER))
+    parsed = parse_message(supplier_message(profile, AlmaNotice.LOANED, HEADER))
 
     assert isinstance(parsed, SupplyingAgencyMessage)
     assert parsed.reason_for_message is ReasonForMessage.REQUEST_RESPONSE
     with pytest.raises(ValueError, match="no reasonForMessage"):
-        supplier_message(profile, SupplierMessageKind.WILL_SUPPLY, HEADER)
+        supplier_message(profile, AlmaNotice.WILL_SUPPLY, HEADER)
 
 
 def test_supplier_message_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="due date"):
-        supplier_message(ALMA_DEFAULT, SupplierMessageKind.RENEW_YES, HEADER)
+        supplier_message(ALMA_DEFAULT, AlmaNotice.RENEW_YES, HEADER)
     with pytest.raises(ValueError, match="current status"):
-        supplier_message(ALMA_DEFAULT, SupplierMessageKind.STATUS_ANSWER, HEADER)
+        supplier_message(ALMA_DEFAULT, AlmaNotice.STATUS_ANSWER, HEADER)
     with pytest.raises(ValueError, match="takes no status"):
-        supplier_message(ALMA_DEFAULT, SupplierMessageKind.LOANED, HEADER, status=Status.OVERDUE)
+        supplier_message(ALMA_DEFAULT, AlmaNotice.LOANED, HEADER, status=Status.OVERDUE)
 
 
 def test_naive_timestamps_are_refused_on_the_way_out() -> None:

@@ -22,7 +22,6 @@ from app.alma.iso18626 import (
     RequestConfirmation,
     RequestingAgencyMessage,
     RequestingAgencyMessageConfirmation,
-    SupplierMessageKind,
     SupplyingAgencyMessageConfirmation,
     encode_error_confirmation,
     encode_request_confirmation,
@@ -30,6 +29,7 @@ from app.alma.iso18626 import (
     parse_message,
     supplier_message,
 )
+from app.borrowing.states import AlmaNotice
 from app.sandbox.alma_requester import create_alma_iso_sandbox, send_action, send_request
 
 ALMA = ("ISIL", "US-FTASU")
@@ -67,7 +67,7 @@ async def post_iso(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
 def loaned(request_id: str = "RS-1") -> bytes:
     return supplier_message(
         ALMA_DEFAULT,
-        SupplierMessageKind.LOANED,
+        AlmaNotice.LOANED,
         bridge_header(request_id),
         due_date=date(2025, 6, 1),
         item_id="39000111",

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from app.alma.iso18626 import AgencyId, SupplierMessageKind
+from app.alma.iso18626 import AgencyId
 from app.alma.iso_client import send_supplier_message
 from app.alma.notices import NoticeSubject, build_notice
 from app.borrowing import service
-from app.borrowing.states import RequestState, Trigger
+from app.borrowing.states import AlmaNotice, RequestState, Trigger
 from app.jobs.context import JobContext
 from app.jobs.handlers.common import load_request
 from app.jobs.queue import ClaimedJob
@@ -28,7 +28,7 @@ class Delivery:
 def plan_notice(session: Session, job: ClaimedJob) -> Delivery:
     request, institution = load_request(session, job)
     try:
-        kind = SupplierMessageKind(str(job.payload.get("notice")))
+        kind = AlmaNotice(str(job.payload.get("notice")))
     except ValueError:
         raise PermanentJobError(f"unknown Alma notice {job.payload.get('notice')!r}") from None
     agencies = (
@@ -60,7 +60,7 @@ def record_notice(session: Session, job: ClaimedJob) -> None:
     notice = str(job.payload.get("notice"))
     service.record_event(session, request, "alma_notified", SOURCE, detail={"notice": notice})
     # Alma closes the borrowing request on LoanCompleted; so does the bridge.
-    if notice == SupplierMessageKind.LOAN_COMPLETED and request.state == RequestState.RETURNED:
+    if notice == AlmaNotice.LOAN_COMPLETED and request.state == RequestState.RETURNED:
         service.apply_trigger(session, request, Trigger.LOAN_COMPLETED, SOURCE)
 
 

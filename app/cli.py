@@ -45,8 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(_args: argparse.Namespace) -> None:
-    from app.jobs.runner import run_worker_process
-    from app.observability import configure_logging
+    from app.observability import Metrics, configure_logging
+    from app.runtime import open_runtime
+    from app.workflows.registry import new_worker
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -56,7 +57,8 @@ def cmd_worker(_args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker_process(settings, stop)
+        async with open_runtime(settings, Metrics()) as runtime:
+            await new_worker(runtime).run(stop)
 
     asyncio.run(main())
 

@@ -49,10 +49,6 @@ class Settings(BaseSettings):
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

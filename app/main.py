@@ -1,5 +1,6 @@
 """The application factory. Nothing here runs at import: `create_app()` and the lifespan build
-the engine, the one shared HTTP client, the job context and, unless disabled, an in-process worker.
+the process's runtime (engine, the one shared HTTP client, secrets) and, unless disabled, an
+in-process worker.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
-from app.alma.iso_endpoint import router as iso18626_router
 from app.api import router as api_router
+from app.api.iso18626 import router as iso18626_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.jobs.context import JobContext, open_context
-from app.jobs.setup import build_registry
 from app.jobs.worker import Worker
 from app.observability import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware
+from app.runtime import Runtime, open_runtime
+from app.workflows.registry import new_worker
 
 API_DESCRIPTION = """\
 illbridge sits between Ex Libris **Alma** and OCLC **WorldShare ILL**: it exports the citation of
@@ -38,8 +39,8 @@ def _body_limit_for(path: str) -> int | None:
 class Services:
     """What routes reach through `request.app.state.services`."""
 
-    context: JobContext
-    worker: Worker | None
+    runtime: Runtime
+    worker: Worker[Runtime] | None
 
     def wake_worker(self) -> None:
         """Nudge the in-process worker (if any) to claim new jobs now; safe from any thread."""
@@ -53,9 +54,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_context(settings, metrics) as context:
-            worker = Worker(context, build_registry(settings)) if run_worker else None
-            app.state.services = Services(context=context, worker=worker)
+        async with open_runtime(settings, metrics) as runtime:
+            worker = new_worker(runtime) if run_worker else None
+            app.state.services = Services(runtime=runtime, worker=worker)
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop)) if worker else None
             try:

@@ -25,15 +25,15 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func
 from sqlmodel import select
 
-from app.borrowing import service as borrowing
 from app.borrowing.citation import Citation
-from app.borrowing.models import RequestEvent
+from app.borrowing.models import InboxSource, RequestEvent, RequestOrigin
 from app.config import Settings
 from app.db import create_db_engine, read_session, write_session
 from app.institutions import service as institutions
 from app.institutions.schemas import InstitutionCreate
 from app.institutions.secrets import load_secret_box
 from app.migrations import upgrade
+from app.workflows import intake
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,13 +86,16 @@ def prepare(settings: Settings, sandbox: str, requests: int) -> None:
         )
         citation = Citation(title="Benchmarking Interlibrary Loan", author="A. Librarian")
         for number in range(requests):
-            borrowing.register_request(
+            intake.take_request(
                 session,
                 institution,
-                alma_request_id=f"BENCH-{number}",
-                citation=citation,
-                requester_user_id=None,
-                origin=borrowing.ORIGIN_API,
+                intake.NewRequest(
+                    alma_request_id=f"BENCH-{number}",
+                    citation=citation,
+                    requester_user_id=None,
+                    origin=RequestOrigin.API,
+                    inbox=InboxSource.REST,
+                ),
             )
         session.commit()
     engine.dispose()

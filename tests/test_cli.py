@@ -71,6 +71,13 @@ def test_institutions_and_a_token_that_works(database_url, settings):
     assert created.stdout.count(token) == 1
 
     with TestClient(create_app(settings)) as client:
+        # An inactive institution takes no new request, on this path as over ISO 18626.
+        response = client.post(
+            "/api/v1/requests", json=citation_body("CLI", "A-1"), headers=bearer(token)
+        )
+        assert response.status_code == 404, response.text
+        reactivated = illbridge(database_url, "institution", "update", "--code", "CLI", "--active")
+        assert reactivated.returncode == 0, reactivated.stderr
         response = client.post(
             "/api/v1/requests", json=citation_body("CLI", "A-1"), headers=bearer(token)
         )

@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: the job context, sessions, and bearer-token auth."""
+"""Dependencies shared by the routers: the process's runtime, sessions, and bearer-token auth."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from app.errors import Forbidden, NotFound, Unauthorized
 from app.institutions.models import ApiToken, Institution
 from app.institutions.secrets import SecretBox
 from app.institutions.service import authenticate
-from app.jobs.context import JobContext
+from app.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
 
 
-def get_context(request: Request) -> JobContext:
-    context: JobContext = request.app.state.services.context
-    return context
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.services.runtime
+    return runtime
 
 
-Context = Annotated[JobContext, Depends(get_context)]
+AppRuntime = Annotated[Runtime, Depends(get_runtime)]
 
 
 def get_wake(request: Request) -> Callable[[], None]:
@@ -37,12 +37,12 @@ def get_wake(request: Request) -> Callable[[], None]:
 WakeWorker = Annotated[Callable[[], None], Depends(get_wake)]
 
 
-def get_engine(context: Context) -> Engine:
-    return context.engine
+def get_engine(runtime: AppRuntime) -> Engine:
+    return runtime.engine
 
 
-def get_box(context: Context) -> SecretBox:
-    return context.secrets
+def get_box(runtime: AppRuntime) -> SecretBox:
+    return runtime.secrets
 
 
 def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.api.deps import Context, Reader, ReadSession
+from app.api.deps import AppRuntime, Reader, ReadSession
 from app.borrowing import queries
 from app.errors import ERROR_RESPONSES, ErrorEnvelope, envelope
 from app.jobs import queue
@@ -28,10 +28,10 @@ def healthz() -> dict[str, str]:
     "/readyz",
     responses={503: {"model": ErrorEnvelope, "description": "The database is unreachable"}},
 )
-def readyz(context: Context) -> JSONResponse:
+def readyz(runtime: AppRuntime) -> JSONResponse:
     """Ready when the database answers."""
     try:
-        with context.engine.connect() as connection:
+        with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception:
         return envelope(503, "not_ready", "database unreachable")

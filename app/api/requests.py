@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from pydantic import AfterValidator
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from app.api.deps import (
-    Context,
+    AppRuntime,
     Reader,
     ReadSession,
     WakeWorker,
@@ -19,6 +20,7 @@ from app.api.deps import (
 )
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
 from app.borrowing import queries, service
+from app.borrowing.models import BorrowingRequest, InboxSource, RequestOrigin
 from app.borrowing.schemas import (
     BorrowingRequestCreate,
     BorrowingRequestDetail,
@@ -26,9 +28,11 @@ from app.borrowing.schemas import (
     BorrowingRequestPublic,
 )
 from app.borrowing.states import RequestState
-from app.db import read_session, write_session
+from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
-from app.institutions.service import get_by_code
+from app.institutions.models import ApiToken
+from app.institutions.service import codes_by_id, get_by_code
+from app.workflows import intake
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"], responses=ERROR_RESPONSES)
 
@@ -62,51 +66,35 @@ IdempotencyKey = Annotated[
 def register_request(
     body: BorrowingRequestCreate,
     token: Writer,
-    context: Context,
+    runtime: AppRuntime,
     response: Response,
     wake: WakeWorker,
     idempotency_key: IdempotencyKey = None,
 ) -> BorrowingRequestPublic:
     """Register an unfilled Alma borrowing request; its citation is exported to WorldShare."""
-    try:
-        with write_session(context.engine) as session:
-            institution = get_by_code(session, body.institution)
-            ensure_visible(token, institution)
-            request, created = service.register_request(
-                session,
-                institution,
-                alma_request_id=body.alma_request_id,
-                citation=body.citation,
-                requester_user_id=body.requester_user_id,
-                origin=service.ORIGIN_API,
-                idempotency_key=idempotency_key,
-            )
-            if created:
-                service.record_inbound(
-                    session,
-                    source="rest",
-                    external_id=f"{institution.id}:{body.alma_request_id}",
-                    kind="borrowing_request",
-                    outcome="accepted",
-                    institution_id=institution.id,
-                    request_id=request.id,
-                    idempotency_key=idempotency_key is not None,
-                )
+    new = intake.NewRequest(
+        alma_request_id=body.alma_request_id,
+        citation=body.citation,
+        requester_user_id=body.requester_user_id,
+        origin=RequestOrigin.API,
+        inbox=InboxSource.REST,
+        idempotency_key=idempotency_key,
+        summary={"idempotency_key": idempotency_key is not None},
+    )
+    with write_session(runtime.engine) as session:
+        institution = intake.intake_institution(session, body.institution)
+        ensure_visible(token, institution)
+        assert institution.id is not None
+        try:
+            request, created = intake.take_request(session, institution, new)
             session.commit()
-    except IntegrityError:
-        # Lost a race with an identical create: answer with the winner's record.
-        with read_session(context.engine) as session:
-            institution = get_by_code(session, body.institution)
-            assert institution.id is not None
-            existing = service.find_request(
-                session,
-                institution.id,
-                alma_request_id=body.alma_request_id,
-                idempotency_key=idempotency_key,
-            )
-            if existing is None:
+        except IntegrityError:
+            # Lost a race with an identical create: answer with the winner's record.
+            session.rollback()
+            winner = intake.race_winner(runtime.engine, institution.id, new)
+            if winner is None:
                 raise
-            request, created = existing, False
+            request, created = winner, False
     if created:
         wake()
     else:
@@ -147,11 +135,19 @@ def list_requests(
     rows = queries.list_requests(session, where, before_id=decode_cursor(cursor), limit=limit + 1)
     page = rows[:limit]
     more = len(rows) > limit
-    last_id = page[-1][0].id if page else None
+    last_id = page[-1].id if page else None
+    codes = codes_by_id(session, {request.institution_id for request in page})
     return BorrowingRequestPage(
-        items=[queries.to_public(request, code) for request, code in page],
+        items=[queries.to_public(request, codes[request.institution_id]) for request in page],
         next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
     )
+
+
+def _visible_request(session: Session, token: ApiToken, request_id: int) -> BorrowingRequest:
+    request = session.get(BorrowingRequest, request_id)
+    if request is None or token.institution_id not in (None, request.institution_id):
+        raise NotFound(f"no request {request_id}")
+    return request
 
 
 @router.get("/{request_id}")
@@ -159,26 +155,22 @@ def get_request(
     request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Reader, session: ReadSession
 ) -> BorrowingRequestDetail:
     """One request with its timeline (every event, applied or refused)."""
-    row = queries.get_request(session, request_id)
-    if row is None or (token.institution_id not in (None, row[0].institution_id)):
-        raise NotFound(f"no request {request_id}")
-    request, code = row
+    request = _visible_request(session, token, request_id)
+    code = codes_by_id(session, {request.institution_id})[request.institution_id]
     return queries.to_detail(request, code, queries.timeline(session, request_id))
 
 
 @router.post("/{request_id}/resolve")
 def resolve_attention(
-    request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Writer, context: Context
+    request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Writer, runtime: AppRuntime
 ) -> BorrowingRequestPublic:
     """Staff did what the flag asked (e.g. cancelled the WorldShare request): clear the flag.
 
     The timeline records which token cleared it; no free text is taken, as it could name a patron.
     """
-    with write_session(context.engine) as session:
-        row = queries.get_request(session, request_id)
-        if row is None or token.institution_id not in (None, row[0].institution_id):
-            raise NotFound(f"no request {request_id}")
-        request, code = row
+    with write_session(runtime.engine) as session:
+        request = _visible_request(session, token, request_id)
+        code = codes_by_id(session, {request.institution_id})[request.institution_id]
         if not request.needs_attention:
             raise Conflict(f"request {request_id} is not flagged")
         service.clear_flag(session, request, source="operator", why=f"resolved by {token.name}")

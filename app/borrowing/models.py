@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.borrowing.states import RequestState
+from app.db import StrEnumType
 from app.timeutil import UTCDateTime, utcnow
+
+
+class RequestOrigin(StrEnum):
+    """How Alma handed the request over."""
+
+    ISO18626 = "iso18626"  # Alma's rota reached the bridge; Alma expects supplier messages
+    API = "api"  # registered through the REST API
+
+
+class InboxSource(StrEnum):
+    ISO18626 = "iso18626"
+    REST = "rest"
+
+
+class InboxOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    FLAGGED = "flagged"  # recorded, did not fit the request's state
 
 
 class BorrowingRequest(SQLModel, table=True):
@@ -30,14 +50,18 @@ class BorrowingRequest(SQLModel, table=True):
     institution_id: int = Field(foreign_key="institution.id", index=True)
     alma_request_id: str = Field(max_length=128)
     idempotency_key: str | None = Field(default=None, max_length=255)
-    # How Alma handed the request over: "iso18626" (Alma expects supplier messages) or "api".
-    origin: str = Field(default="api", max_length=16)
+    origin: RequestOrigin = Field(
+        default=RequestOrigin.API, sa_column=Column(StrEnumType(RequestOrigin, 16), nullable=False)
+    )
     requester_user_id: str | None = Field(default=None, max_length=255)
     citation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    state: str = Field(
-        default=RequestState.RECEIVED.value, sa_column=Column(String(32), nullable=False)
+    state: RequestState = Field(
+        default=RequestState.RECEIVED,
+        sa_column=Column(StrEnumType(RequestState, 32), nullable=False),
     )
-    resume_state: str | None = Field(default=None, max_length=32)
+    resume_state: RequestState | None = Field(
+        default=None, sa_column=Column(StrEnumType(RequestState, 32))
+    )
 
     worldshare_request_id: str | None = Field(default=None, max_length=64, index=True)
     lender_status: str | None = Field(default=None, max_length=64)
@@ -85,10 +109,10 @@ class InboundMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
-    source: str = Field(max_length=32)
+    source: InboxSource = Field(sa_column=Column(StrEnumType(InboxSource, 32), nullable=False))
     external_id: str = Field(max_length=512)
     kind: str = Field(max_length=64)
-    outcome: str = Field(max_length=32)
+    outcome: InboxOutcome = Field(sa_column=Column(StrEnumType(InboxOutcome, 32), nullable=False))
     request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime = Field(

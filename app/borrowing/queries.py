@@ -14,7 +14,6 @@ from app.borrowing.schemas import (
     BorrowingRequestPublic,
     RequestEventPublic,
 )
-from app.institutions.models import Institution
 
 
 @dataclass(frozen=True)
@@ -29,10 +28,8 @@ class RequestFilter:
 
 def list_requests(
     session: Session, where: RequestFilter, *, before_id: int | None, limit: int
-) -> list[tuple[BorrowingRequest, str]]:
-    query = select(BorrowingRequest, Institution.code).join(
-        Institution, col(Institution.id) == col(BorrowingRequest.institution_id)
-    )
+) -> list[BorrowingRequest]:
+    query = select(BorrowingRequest)
     if where.institution_id is not None:
         query = query.where(BorrowingRequest.institution_id == where.institution_id)
     if where.state is not None:
@@ -48,16 +45,7 @@ def list_requests(
     if before_id is not None:
         query = query.where(col(BorrowingRequest.id) < before_id)
     query = query.order_by(col(BorrowingRequest.id).desc()).limit(limit)
-    return [(request, code) for request, code in session.exec(query)]
-
-
-def get_request(session: Session, request_id: int) -> tuple[BorrowingRequest, str] | None:
-    row = session.exec(
-        select(BorrowingRequest, Institution.code)
-        .join(Institution, col(Institution.id) == col(BorrowingRequest.institution_id))
-        .where(BorrowingRequest.id == request_id)
-    ).first()
-    return (row[0], row[1]) if row else None
+    return list(session.exec(query))
 
 
 def timeline(session: Session, request_id: int) -> list[RequestEvent]:

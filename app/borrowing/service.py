@@ -1,8 +1,8 @@
 """Service functions of the borrowing domain. They `flush()`; their caller commits.
 
-Every change of state goes through `apply_trigger`, which checks the state machine, appends to
-the timeline, and queues what must follow (the Alma notice of the transition) in the same
-transaction. A trigger that does not fit is recorded, not applied, and the request is flagged.
+Every change of state goes through `apply_trigger`, which checks the state machine and appends to
+the timeline; what must follow (the Alma notice of the transition) is the workflows' business.
+A trigger that does not fit is recorded, not applied, and the request is flagged.
 """
 
 from __future__ import annotations
@@ -15,29 +15,27 @@ from typing import Any
 from sqlmodel import Session, select
 
 from app.borrowing.citation import Citation
-from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
+from app.borrowing.models import (
+    BorrowingRequest,
+    InboundMessage,
+    InboxOutcome,
+    InboxSource,
+    RequestEvent,
+    RequestOrigin,
+)
 from app.borrowing.states import (
-    ALMA_NOTICES,
     TERMINAL_STATES,
-    AlmaNotice,
     RequestState,
     TransitionRefused,
     Trigger,
     next_state,
 )
 from app.errors import Conflict
-from app.institutions.models import Institution
-from app.jobs import kinds
-from app.jobs.queue import enqueue
 from app.timeutil import utcnow
 
 log = logging.getLogger("illbridge.borrowing")
 
 ATTENTION_MAX_CHARS = 1000
-ORIGIN_ISO18626 = "iso18626"
-ORIGIN_API = "api"
-RENEWAL_TASK = "Staff task: ask the lender to renew"
-CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
 
 
 def find_request(
@@ -63,19 +61,18 @@ def find_request(
 
 def register_request(
     session: Session,
-    institution: Institution,
+    institution_id: int,
     *,
     alma_request_id: str,
     citation: Citation,
     requester_user_id: str | None,
-    origin: str,
+    origin: RequestOrigin,
     idempotency_key: str | None = None,
 ) -> tuple[BorrowingRequest, bool]:
-    """Store an unfilled Alma borrowing request and queue its export; (request, created)."""
-    assert institution.id is not None
+    """Store an unfilled Alma borrowing request; (request, created)."""
     existing = find_request(
         session,
-        institution.id,
+        institution_id,
         alma_request_id=alma_request_id,
         idempotency_key=idempotency_key,
     )
@@ -84,7 +81,7 @@ def register_request(
             raise Conflict("this Idempotency-Key was already used for another Alma request")
         return existing, False
     request = BorrowingRequest(
-        institution_id=institution.id,
+        institution_id=institution_id,
         alma_request_id=alma_request_id,
         idempotency_key=idempotency_key,
         requester_user_id=requester_user_id,
@@ -93,25 +90,17 @@ def register_request(
     )
     session.add(request)
     session.flush()
-    assert request.id is not None
     record_event(session, request, "received", origin, to_state=RequestState.RECEIVED)
-    enqueue(
-        session,
-        kinds.EXPORT_TO_WORLDSHARE,
-        dedupe_key=f"export:{request.id}",
-        institution_id=institution.id,
-        request_id=request.id,
-    )
     return request, True
 
 
 def record_inbound(
     session: Session,
     *,
-    source: str,
+    source: InboxSource,
     external_id: str,
     kind: str,
-    outcome: str,
+    outcome: InboxOutcome,
     institution_id: int | None,
     request_id: int | None,
     **summary: Any,
@@ -131,7 +120,7 @@ def record_inbound(
     session.flush()
 
 
-def find_inbound(session: Session, source: str, external_id: str) -> InboundMessage | None:
+def find_inbound(session: Session, source: InboxSource, external_id: str) -> InboundMessage | None:
     return session.exec(
         select(InboundMessage).where(
             InboundMessage.source == source, InboundMessage.external_id == external_id
@@ -196,16 +185,12 @@ def apply_trigger(
     source: str,
     *,
     detail: dict[str, Any] | None = None,
-    notice: AlmaNotice | None = None,
-) -> bool:
-    """Move the request along; False (recorded and flagged, not applied) when it does not fit.
-
-    `notice` replaces the default Alma notice of the transition (e.g. a CancelResponse).
-    """
-    current = RequestState(request.state)
-    resume = RequestState(request.resume_state) if request.resume_state else None
+) -> RequestEvent | None:
+    """Move the request along; its timeline event, or None (recorded and flagged, not applied)
+    when the trigger does not fit the request's state."""
+    current = request.state
     try:
-        target = next_state(current, trigger, resume_state=resume)
+        target = next_state(current, trigger, resume_state=request.resume_state)
     except TransitionRefused as refused:
         record_event(
             session,
@@ -217,12 +202,12 @@ def apply_trigger(
             detail=detail,
         )
         flag(session, request, str(refused), source=source)
-        return False
+        return None
     if trigger is Trigger.RENEWAL_REQUESTED:
-        request.resume_state = current.value
+        request.resume_state = current
     elif current is RequestState.RENEWAL_REQUESTED:
         request.resume_state = None
-    request.state = target.value
+    request.state = target
     request.updated_at = utcnow()
     if target in TERMINAL_STATES:
         request.closed_at = request.updated_at
@@ -240,61 +225,7 @@ def apply_trigger(
             "to_state": target.value,
         },
     )
-    notice = notice or ALMA_NOTICES.get(trigger)
-    if notice is not None:
-        notify_alma(session, request, notice, key=str(event.id))
-    return True
-
-
-def request_renewal(session: Session, request: BorrowingRequest, source: str) -> bool:
-    """Alma asks for a renewal. WorldShare's API cannot ask the lender, so staff get a task."""
-    if not apply_trigger(session, request, Trigger.RENEWAL_REQUESTED, source):
-        return False
-    flag(
-        session,
-        request,
-        f"{RENEWAL_TASK} WorldShare request {request.worldshare_request_id} "
-        "(Alma asked for a renewal; the answer is picked up by polling)",
-        source=source,
-    )
-    return True
-
-
-def answer_renewal(
-    session: Session, request: BorrowingRequest, trigger: Trigger, source: str, **detail: Any
-) -> bool:
-    """The lender approved or refused a renewal: apply it and withdraw the staff task."""
-    if not apply_trigger(session, request, trigger, source, detail=detail):
-        return False
-    if (request.attention_reason or "").startswith(RENEWAL_TASK):
-        clear_flag(session, request, source=source, why="the lender answered the renewal")
-    return True
-
-
-def cancel_from_alma(session: Session, request: BorrowingRequest, source: str) -> bool:
-    """Alma cancelled; answered with CancelResponse Y, or N once the lender has shipped."""
-    if RequestState(request.state) not in CANCELLABLE_STATES:
-        record_event(
-            session,
-            request,
-            "cancel_refused",
-            source,
-            from_state=request.state,
-            applied=False,
-            detail={"reason": f"the request is {request.state}"},
-        )
-        notify_alma(session, request, AlmaNotice.CANCEL_NO, key=f"cancel:{utcnow().isoformat()}")
-        return False
-    apply_trigger(session, request, Trigger.CANCELLED, source, notice=AlmaNotice.CANCEL_YES)
-    if request.worldshare_request_id:
-        flag(
-            session,
-            request,
-            f"Staff task: cancel WorldShare request {request.worldshare_request_id} "
-            "(cancelled in Alma; WorldShare's API cannot cancel)",
-            source=source,
-        )
-    return True
+    return event
 
 
 def schedule_first_poll(request: BorrowingRequest, interval_seconds: int) -> None:
@@ -313,19 +244,3 @@ def set_lender_due_date(
 def temporary_item_barcode(request: BorrowingRequest) -> str:
     """The barcode Alma's temporary item should carry; LOAN webhooks are matched on it."""
     return f"ILL{request.id:09d}"
-
-
-def notify_alma(
-    session: Session, request: BorrowingRequest, notice: AlmaNotice, *, key: str
-) -> None:
-    """Queue a supplier notice that answers Alma outside a transition (e.g. a status answer)."""
-    if request.origin != ORIGIN_ISO18626:
-        return
-    enqueue(
-        session,
-        kinds.NOTIFY_ALMA,
-        {"notice": notice.value},
-        dedupe_key=f"notify:{request.id}:{key}",
-        institution_id=request.institution_id,
-        request_id=request.id,
-    )

@@ -40,6 +40,19 @@ class Trigger(StrEnum):
     CANCELLED = "cancelled"
 
 
+class LenderOutcome(StrEnum):
+    """What the lender's side says happened, as read from the lending network."""
+
+    pending = "pending"
+    shipped = "shipped"
+    renewal_approved = "renewal_approved"
+    renewal_refused = "renewal_refused"
+    unfilled = "unfilled"
+    cancelled = "cancelled"
+    returned = "returned"
+    closed = "closed"
+
+
 class AlmaNotice(StrEnum):
     """What the bridge tells Alma about a borrowing request (one ISO 18626 supplier message)."""
 

@@ -14,8 +14,8 @@ from pydantic import (
     field_validator,
 )
 
+from app.borrowing.states import LenderOutcome
 from app.validation import StrictInput
-from app.worldshare.status import LenderOutcome
 
 URL_MAX_CHARS = 500
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.errors import Conflict, NotFound, Unauthorized
 from app.institutions.models import SCOPES, ApiToken, Institution
@@ -20,7 +20,6 @@ from app.institutions.schemas import (
 )
 from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
 from app.timeutil import utcnow
-from app.worldshare.client import WorldShareConfig
 
 
 def get_by_code(session: Session, code: str) -> Institution:
@@ -28,6 +27,16 @@ def get_by_code(session: Session, code: str) -> Institution:
     if institution is None:
         raise NotFound(f"no institution {code!r}")
     return institution
+
+
+def codes_by_id(session: Session, ids: set[int]) -> dict[int, str]:
+    """The codes of the institutions `ids`, for showing records that name them by id."""
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(Institution.id, Institution.code).where(col(Institution.id).in_(ids))
+    )
+    return {institution_id: code for institution_id, code in rows if institution_id is not None}
 
 
 def list_institutions(session: Session, *, only_id: int | None = None) -> list[Institution]:
@@ -167,37 +176,6 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
         ),
         created_at=institution.created_at,
         updated_at=institution.updated_at,
-    )
-
-
-class NotConfigured(Exception):
-    """An institution lacks the settings an outbound call needs."""
-
-
-def worldshare_config(institution: Institution, box: SecretBox) -> WorldShareConfig:
-    missing = [
-        name
-        for name, value in (
-            ("worldshare.base_url", institution.worldshare_base_url),
-            ("worldshare.token_url", institution.worldshare_token_url),
-            ("worldshare.scope", institution.worldshare_scope),
-            ("worldshare.key", institution.worldshare_key_encrypted),
-            ("worldshare.secret", institution.worldshare_secret_encrypted),
-            ("worldshare.institution_id", institution.worldshare_institution_id),
-        )
-        if not value
-    ]
-    if missing:
-        raise NotConfigured(f"institution {institution.code} lacks {', '.join(missing)}")
-    assert institution.worldshare_key_encrypted and institution.worldshare_secret_encrypted
-    return WorldShareConfig(
-        institution_code=institution.code,
-        base_url=institution.worldshare_base_url or "",
-        token_url=institution.worldshare_token_url or "",
-        scope=institution.worldshare_scope or "",
-        key=box.decrypt(institution.worldshare_key_encrypted),
-        secret=box.decrypt(institution.worldshare_secret_encrypted),
-        institution_id=institution.worldshare_institution_id or "",
     )
 
 

@@ -1,7 +1,22 @@
-"""Job kinds: the names shared by those who enqueue work and the handlers that do it."""
+"""Job kinds: a stored name and the type of the payload its jobs carry."""
 
-EXPORT_TO_WORLDSHARE = "worldshare.export"
-POLL_WORLDSHARE = "worldshare.poll"
-DISPATCH_POLLS = "worldshare.dispatch_polls"
-NOTIFY_ALMA = "alma.notify"
-PURGE_FINISHED_JOBS = "jobs.purge_finished"
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+P = TypeVar("P", bound="Payload")
+
+
+class Payload(BaseModel):
+    """A job's arguments, stored as JSON; a kind without arguments uses this empty one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[P]):
+    name: str
+    payload: type[P]

@@ -36,6 +36,7 @@ class Job(SQLModel, table=True):
     institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
     request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
     attempts: int = Field(default=0)
+    # The kind's limit, written when a worker claims the job.
     max_attempts: int = Field(default=8)
     run_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     lease_token: str | None = Field(default=None, max_length=64)

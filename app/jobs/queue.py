@@ -9,16 +9,18 @@ the job over.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.db import write_session
+from app.db import is_sqlite, write_session
+from app.jobs.kinds import JobKind, P
 from app.jobs.models import Job, JobStatus
 from app.timeutil import utcnow
 
@@ -38,34 +40,39 @@ class ClaimedJob:
     request_id: int | None
 
 
+@dataclass(frozen=True)
+class AttemptLimits:
+    """How many attempts each kind gets; written on a job when it is claimed."""
+
+    by_kind: Mapping[str, int]
+    default: int
+
+
 def enqueue(
     session: Session,
-    kind: str,
-    payload: dict[str, Any] | None = None,
+    kind: JobKind[P],
+    payload: P | None = None,
     *,
     dedupe_key: str | None = None,
     run_at: datetime | None = None,
     institution_id: int | None = None,
     request_id: int | None = None,
-    max_attempts: int = 8,
 ) -> bool:
     """Add a job in the caller's transaction; False when `dedupe_key` already has one."""
     now = utcnow()
     values: dict[str, Any] = {
-        "kind": kind,
-        "payload": payload or {},
+        "kind": kind.name,
+        "payload": (payload or kind.payload()).model_dump(mode="json"),
         "status": JobStatus.QUEUED.value,
         "dedupe_key": dedupe_key,
         "institution_id": institution_id,
         "request_id": request_id,
         "attempts": 0,
-        "max_attempts": max_attempts,
         "run_at": run_at or now,
         "created_at": now,
         "updated_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = sqlite.insert if is_sqlite(session.get_bind()) else postgresql.insert
     statement = insert(JOBS).values(**values)
     if dedupe_key is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -80,8 +87,13 @@ def _claimable(now: datetime) -> Any:
     return or_(queued, orphaned)
 
 
-def claim(engine: Engine, limit: int, lease_seconds: float) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs (and jobs whose worker's lease ran out)."""
+def claim(
+    engine: Engine, limit: int, lease_seconds: float, limits: AttemptLimits | None = None
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs (and jobs whose worker's lease ran out).
+
+    With `limits`, each job's `max_attempts` becomes its kind's, as the claiming worker knows it.
+    """
     now = utcnow()
     token = uuid.uuid4().hex
     candidates = (
@@ -100,6 +112,7 @@ def claim(engine: Engine, limit: int, lease_seconds: float) -> list[ClaimedJob]:
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=JOBS.c.attempts + 1,
             updated_at=now,
+            **_attempt_limit(limits),
         )
         .returning(
             JOBS.c.id,
@@ -127,6 +140,14 @@ def claim(engine: Engine, limit: int, lease_seconds: float) -> list[ClaimedJob]:
         )
         for row in rows
     ]
+
+
+def _attempt_limit(limits: AttemptLimits | None) -> dict[str, Any]:
+    if limits is None:
+        return {}
+    if not limits.by_kind:
+        return {"max_attempts": limits.default}
+    return {"max_attempts": case(dict(limits.by_kind), value=JOBS.c.kind, else_=limits.default)}
 
 
 def _guarded(job: ClaimedJob) -> Any:

@@ -1,21 +1,22 @@
-"""What the worker can run: handlers by job kind, and the periodic schedule."""
+"""What a worker can run: job kinds with their typed payloads, their handlers and retry policy,
+and the periodic schedule. The queue knows no kind's meaning: workflows register them."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Generic, TypeVar
 
+from pydantic import ValidationError
 from sqlmodel import Session
 
-from app.jobs.queue import ClaimedJob
+from app.jobs.kinds import JobKind, P, Payload
+from app.jobs.queue import AttemptLimits, ClaimedJob
 
-if TYPE_CHECKING:
-    from app.jobs.context import JobContext
+C = TypeVar("C")
 
 # The handler's last database step, committed in the transaction that marks the job succeeded.
 Finish = Callable[[Session], object]
-Run = Callable[["JobContext", ClaimedJob], Awaitable[Finish | None]]
 # Called in the transaction that marks the job dead, to flag what it was working for.
 OnDead = Callable[[Session, ClaimedJob, str], None]
 
@@ -25,8 +26,9 @@ class PermanentJobError(Exception):
 
 
 @dataclass(frozen=True)
-class Handler:
-    run: Run
+class Handler(Generic[C]):
+    run: Callable[[C, ClaimedJob], Awaitable[Finish | None]]
+    max_attempts: int
     on_dead: OnDead | None = None
 
 
@@ -39,20 +41,48 @@ class Periodic:
     """A job enqueued once per `every_seconds`, however many workers run."""
 
     name: str
-    kind: str
+    kind: JobKind[Payload]
     every_seconds: float
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class Registry:
-    handlers: dict[str, Handler] = field(default_factory=dict)
+class Registry(Generic[C]):
+    """Handlers by kind name; `C` is whatever the process gives every handler (its services)."""
+
+    default_max_attempts: int
+    handlers: dict[str, Handler[C]] = field(default_factory=dict)
     periodic: list[Periodic] = field(default_factory=list)
 
-    def add(self, kind: str, run: Run, *, on_dead: OnDead | None = None) -> None:
-        if kind in self.handlers:
-            raise ValueError(f"a handler for {kind!r} is already registered")
-        self.handlers[kind] = Handler(run=run, on_dead=on_dead)
+    def add(
+        self,
+        kind: JobKind[P],
+        run: Callable[[C, ClaimedJob, P], Awaitable[Finish | None]],
+        *,
+        on_dead: OnDead | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        """Register `run` for `kind`; it gets the job's payload parsed as the kind declares."""
+        if kind.name in self.handlers:
+            raise ValueError(f"a handler for {kind.name!r} is already registered")
 
-    def every(self, seconds: float, kind: str, *, name: str | None = None) -> None:
-        self.periodic.append(Periodic(name=name or kind, kind=kind, every_seconds=seconds))
+        async def parsed(context: C, job: ClaimedJob) -> Finish | None:
+            try:
+                payload = kind.payload.model_validate(job.payload)
+            except ValidationError:
+                raise PermanentJobError(
+                    f"{kind.name} job {job.id} has an unreadable payload"
+                ) from None
+            return await run(context, job, payload)
+
+        self.handlers[kind.name] = Handler(
+            run=parsed, max_attempts=max_attempts or self.default_max_attempts, on_dead=on_dead
+        )
+
+    def every(self, seconds: float, kind: JobKind[Payload], *, name: str | None = None) -> None:
+        self.periodic.append(Periodic(name=name or kind.name, kind=kind, every_seconds=seconds))
+
+    def attempt_limits(self) -> AttemptLimits:
+        return AttemptLimits(
+            by_kind={name: handler.max_attempts for name, handler in self.handlers.items()},
+            default=self.default_max_attempts,
+        )

@@ -15,16 +15,18 @@ import math
 import time
 import uuid
 from collections import deque
+from typing import Generic
 
 from anyio import to_thread
 from sqlalchemy.engine import Engine
 
+from app.config import Settings
 from app.db import write_session
 from app.jobs import queue
 from app.jobs.backoff import retry_delay
-from app.jobs.context import JobContext
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish, Handler, PermanentJobError, Registry
+from app.jobs.registry import PERIODIC_KEY_PREFIX, C, Finish, Handler, PermanentJobError, Registry
+from app.observability import Metrics
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
 log = logging.getLogger("illbridge.worker")
@@ -45,19 +47,28 @@ def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
     return f"unexpected {type(exc).__name__}", False, None
 
 
-class Worker:
-    def __init__(self, context: JobContext, registry: Registry) -> None:
-        self.context = context
+class Worker(Generic[C]):
+    """Runs the jobs of `registry`, giving each handler `context` (the process's services)."""
+
+    def __init__(
+        self,
+        registry: Registry[C],
+        context: C,
+        *,
+        engine: Engine,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
         self.registry = registry
-        self.settings = context.settings
+        self.context = context
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
         self.name = f"worker-{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tick = -math.inf
-
-    @property
-    def engine(self) -> Engine:
-        return self.context.engine
+        self._limits = registry.attempt_limits()
 
     def wake(self) -> None:
         """Claim now rather than at the next poll; safe to call from any thread."""
@@ -83,7 +94,11 @@ class Worker:
                 wanted = concurrency + prefetch - len(running) - len(ready)
                 try:
                     claimed = await to_thread.run_sync(
-                        queue.claim, self.engine, wanted, self.settings.job_lease_seconds
+                        queue.claim,
+                        self.engine,
+                        wanted,
+                        self.settings.job_lease_seconds,
+                        self._limits,
                     )
                 except Exception as exc:
                     claimed = []
@@ -129,9 +144,7 @@ class Worker:
                 queue.enqueue(
                     session,
                     periodic.kind,
-                    periodic.payload,
                     dedupe_key=f"{PERIODIC_KEY_PREFIX}{periodic.name}:{period}",
-                    max_attempts=3,
                 )
             session.commit()
 
@@ -153,7 +166,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        self.context.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
+        self.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
         try:
             outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
         except Exception as exc:
@@ -163,7 +176,7 @@ class Worker:
                 "job_record_failed",
                 extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
             )
-        self.context.metrics.jobs_finished.labels(job.kind, outcome).inc()
+        self.metrics.jobs_finished.labels(job.kind, outcome).inc()
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         lease = self.settings.job_lease_seconds
@@ -182,7 +195,7 @@ class Worker:
     def _record(
         self,
         job: ClaimedJob,
-        handler: Handler | None,
+        handler: Handler[C] | None,
         error: BaseException | None,
         finish: Finish | None,
     ) -> str:

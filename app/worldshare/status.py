@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from enum import StrEnum
 
+from app.borrowing.states import LenderOutcome
 from app.worldshare.network import LenderStatus
-
-
-class LenderOutcome(StrEnum):
-    pending = "pending"
-    shipped = "shipped"
-    renewal_approved = "renewal_approved"
-    renewal_refused = "renewal_refused"
-    unfilled = "unfilled"
-    cancelled = "cancelled"
-    returned = "returned"
-    closed = "closed"
-
 
 # Keys: `SUBMITTING` from OCLC's Request API samples; the rest are OCLC's documented WorldShare
 # ILL / Tipasa request statuses ("ILL statuses" help page) and the ISO 10161 current states

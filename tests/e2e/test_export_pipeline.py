@@ -6,10 +6,11 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from app.jobs.context import open_context
-from app.jobs.handlers.export import export_citation
+from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob
 from app.observability import Metrics
+from app.runtime import open_runtime
+from app.workflows.export import export_citation
 from tests.support.bridge import System, running_system, wait_for
 
 
@@ -131,9 +132,9 @@ def test_export_running_twice_creates_one_worldshare_request(fast_settings, engi
         )
 
         async def replay() -> None:
-            async with open_context(fast_settings, Metrics()) as ctx:
-                await export_citation(ctx, job)
-                await export_citation(ctx, job)
+            async with open_runtime(fast_settings, Metrics()) as ctx:
+                await export_citation(ctx, job, Payload())
+                await export_citation(ctx, job, Payload())
 
         asyncio.run(replay())
         assert worldshare(system, "/_sandbox/stats")["creates"] == 1

@@ -15,9 +15,9 @@ from sqlalchemy.engine import Engine
 from app.db import read_session, write_session
 from app.jobs import queue
 from app.jobs.models import JobStatus
-from app.jobs.queue import ClaimedJob
+from app.jobs.queue import AttemptLimits, ClaimedJob
 from app.timeutil import utcnow
-from tests.support.jobs import add_job, all_jobs, job_row
+from tests.support.jobs import add_job, all_jobs, enqueue_test_job, job_row
 
 POSTGRES_ONLY = pytest.mark.parametrize(
     "database_url",
@@ -27,8 +27,10 @@ POSTGRES_ONLY = pytest.mark.parametrize(
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def _claim_one(engine: Engine, lease_seconds: float = 30.0) -> ClaimedJob:
-    claimed = queue.claim(engine, 1, lease_seconds)
+def _claim_one(
+    engine: Engine, lease_seconds: float = 30.0, limits: AttemptLimits | None = None
+) -> ClaimedJob:
+    claimed = queue.claim(engine, 1, lease_seconds, limits)
     assert len(claimed) == 1
     return claimed[0]
 
@@ -60,20 +62,20 @@ def _finish(engine: Engine, job: ClaimedJob, outcome: str) -> bool:
 def test_enqueued_job_is_stored_with_the_callers_commit(engine: Engine) -> None:
     before = utcnow()
     with write_session(engine) as session:
-        assert queue.enqueue(session, "test.job", {"request": 7}, max_attempts=3)
+        assert enqueue_test_job(session, "test.job", {"request": 7})
         # Not visible to anyone else (a worker) before the caller commits.
         assert all_jobs(engine) == []
         session.commit()
     [job] = all_jobs(engine)
     assert (job.kind, job.payload, job.status) == ("test.job", {"request": 7}, "queued")
-    assert (job.attempts, job.max_attempts, job.lease_token) == (0, 3, None)
+    assert (job.attempts, job.lease_token) == (0, None)
     assert before <= job.run_at <= utcnow()
 
 
 def test_rolled_back_transaction_leaves_no_job(engine: Engine) -> None:
     with pytest.raises(RuntimeError), write_session(engine) as session:
-        assert queue.enqueue(session, "test.job", {"n": 1})
-        assert queue.enqueue(session, "test.job", {"n": 2}, dedupe_key="k")
+        assert enqueue_test_job(session, "test.job", {"n": 1})
+        assert enqueue_test_job(session, "test.job", {"n": 2}, dedupe_key="k")
         raise RuntimeError("the caller's own work failed")
     assert all_jobs(engine) == []
     assert queue.claim(engine, 10, 30.0) == []
@@ -82,9 +84,11 @@ def test_rolled_back_transaction_leaves_no_job(engine: Engine) -> None:
 def test_second_enqueue_with_a_dedupe_key_is_a_noop(engine: Engine) -> None:
     add_job(engine, payload={"first": True}, dedupe_key="export:42")
     with write_session(engine) as session:
-        assert queue.enqueue(session, "test.job", {"first": False}, dedupe_key="export:42") is False
+        assert (
+            enqueue_test_job(session, "test.job", {"first": False}, dedupe_key="export:42") is False
+        )
         # The caller's transaction is intact: it can keep writing and commit.
-        assert queue.enqueue(session, "test.other", {"after": True}) is True
+        assert enqueue_test_job(session, "test.other", {"after": True}) is True
         session.commit()
     jobs = all_jobs(engine)
     assert [(job.kind, job.payload) for job in jobs] == [
@@ -95,9 +99,9 @@ def test_second_enqueue_with_a_dedupe_key_is_a_noop(engine: Engine) -> None:
 
 def test_duplicate_in_the_same_transaction_is_a_noop(engine: Engine) -> None:
     with write_session(engine) as session:
-        assert queue.enqueue(session, "test.job", dedupe_key="poll:7:1") is True
-        assert queue.enqueue(session, "test.job", dedupe_key="poll:7:1") is False
-        assert queue.enqueue(session, "test.job", dedupe_key="poll:7:2") is True
+        assert enqueue_test_job(session, "test.job", dedupe_key="poll:7:1") is True
+        assert enqueue_test_job(session, "test.job", dedupe_key="poll:7:1") is False
+        assert enqueue_test_job(session, "test.job", dedupe_key="poll:7:2") is True
         session.commit()
     assert [job.dedupe_key for job in all_jobs(engine)] == ["poll:7:1", "poll:7:2"]
 
@@ -147,7 +151,7 @@ def test_claim_takes_at_most_the_limit(engine: Engine) -> None:
 def test_concurrent_claimers_never_share_a_job(engine: Engine) -> None:
     with write_session(engine) as session:
         for n in range(300):
-            queue.enqueue(session, "test.job", {"n": n})
+            enqueue_test_job(session, "test.job", {"n": n})
         session.commit()
     expected = sorted(job.id for job in all_jobs(engine) if job.id is not None)
 
@@ -316,8 +320,8 @@ def test_dead_job_is_finished_and_never_claimed(engine: Engine) -> None:
 
 
 def test_requeued_dead_job_runs_again_from_its_first_attempt(engine: Engine) -> None:
-    add_job(engine, max_attempts=3)
-    job = _claim_one(engine)
+    add_job(engine)
+    job = _claim_one(engine, limits=AttemptLimits({"test.job": 3}, default=8))
     assert _finish(engine, job, "dead")
     with write_session(engine) as session:
         assert queue.requeue_dead(session, job.id)
@@ -325,7 +329,7 @@ def test_requeued_dead_job_runs_again_from_its_first_attempt(engine: Engine) -> 
     row = job_row(engine, job.id)
     assert (row.status, row.attempts, row.finished_at) == ("queued", 0, None)
     assert row.run_at <= utcnow()
-    again = _claim_one(engine)
+    again = _claim_one(engine, limits=AttemptLimits({"test.job": 3}, default=8))
     assert (again.id, again.attempts, again.max_attempts) == (job.id, 1, 3)
 
 

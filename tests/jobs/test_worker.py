@@ -20,15 +20,24 @@ from sqlmodel import Session
 from app.config import Settings
 from app.db import create_db_engine, write_session
 from app.jobs import queue
-from app.jobs.context import JobContext, open_context
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import PermanentJobError, Registry
 from app.jobs.worker import Worker
 from app.observability import Metrics
+from app.runtime import Runtime, open_runtime
 from app.timeutil import utcnow
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
-from tests.support.jobs import add_job, all_jobs, job_row
+from tests.support.jobs import (
+    AnyPayload,
+    add_job,
+    all_jobs,
+    enqueue_test_job,
+    job_kind,
+    job_row,
+    registry_for_tests,
+    worker_for,
+)
 
 pytestmark = pytest.mark.anyio
 FINISHED = {JobStatus.SUCCEEDED.value, JobStatus.DEAD.value}
@@ -43,8 +52,8 @@ def anyio_backend() -> str:
 @asynccontextmanager
 async def running(settings: Settings, registry: Registry) -> AsyncIterator[Worker]:
     """A worker running in this event loop; stopped (and drained) on exit."""
-    async with open_context(settings, Metrics()) as context:
-        worker = Worker(context, registry)
+    async with open_runtime(settings, Metrics()) as context:
+        worker = worker_for(context, registry)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         try:
@@ -70,15 +79,15 @@ async def all_finished(engine: Engine, count: int, timeout: float = 10.0) -> lis
 
 
 def registry_with(kind: str, run: Any, **kwargs: Any) -> Registry:
-    registry = Registry()
-    registry.add(kind, run, **kwargs)
+    registry = registry_for_tests()
+    registry.add(job_kind(kind), run, **kwargs)
     return registry
 
 
 async def test_jobs_run_once_each_and_succeed(settings: Settings, engine: Engine) -> None:
     seen: list[int] = []
 
-    async def record(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def record(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         seen.append(job.payload["n"])
 
     for n in range(20):
@@ -98,7 +107,7 @@ async def test_never_more_than_the_configured_handlers_at_once(
     active = 0
     peak = 0
 
-    async def busy(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def busy(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
@@ -139,7 +148,7 @@ def _write_job_row_elsewhere(database_url: str, job_id: int) -> None:
 async def test_handlers_run_with_no_transaction_open(settings: Settings, engine: Engine) -> None:
     observed: dict[str, Any] = {}
 
-    async def probe(ctx: JobContext, job: ClaimedJob) -> None:
+    async def probe(ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         observed["connections_in_use"] = ctx.engine.pool.checkedout()  # type: ignore[attr-defined]
         await asyncio.to_thread(_write_job_row_elsewhere, settings.database_url, job.id)
         observed["wrote"] = True
@@ -157,13 +166,13 @@ async def test_transient_failures_are_retried_until_the_job_succeeds(
 ) -> None:
     attempts: list[int] = []
 
-    async def flaky(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def flaky(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         attempts.append(job.attempts)
         if job.attempts < 3:
             raise TransientUpstreamError("alma: HTTP 503", status_code=503)
 
-    job_id = add_job(engine, "test.flaky", max_attempts=5)
-    async with running(settings, registry_with("test.flaky", flaky)):
+    job_id = add_job(engine, "test.flaky")
+    async with running(settings, registry_with("test.flaky", flaky, max_attempts=5)):
         await all_finished(engine, 1)
     job = job_row(engine, job_id)
     assert attempts == [1, 2, 3]
@@ -173,7 +182,7 @@ async def test_transient_failures_are_retried_until_the_job_succeeds(
 async def test_retry_after_postpones_the_next_attempt(settings: Settings, engine: Engine) -> None:
     failed_at: list[datetime] = []
 
-    async def throttled(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def throttled(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         failed_at.append(utcnow())
         raise TransientUpstreamError("worldshare: HTTP 429", status_code=429, retry_after=30.0)
 
@@ -206,19 +215,20 @@ class DeadLetters:
                 ).scalar_one()
         finally:
             other.dispose()
-        queue.enqueue(session, "test.flagged", {"job": job.id})
+        enqueue_test_job(session, "test.flagged", {"job": job.id})
         self.calls.append((job.id, error, own_view, outside_view))
 
 
 async def test_exhausted_retries_go_dead_and_on_dead_commits_with_them(
     settings: Settings, engine: Engine
 ) -> None:
-    async def down(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def down(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         raise TransientUpstreamError("alma: HTTP 503", status_code=503)
 
     on_dead = DeadLetters(settings.database_url)
-    job_id = add_job(engine, "test.down", max_attempts=3)
-    async with running(settings, registry_with("test.down", down, on_dead=on_dead)):
+    job_id = add_job(engine, "test.down")
+    registry = registry_with("test.down", down, on_dead=on_dead, max_attempts=3)
+    async with running(settings, registry):
         await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
     job = job_row(engine, job_id)
     assert (job.attempts, job.last_error) == (3, "alma: HTTP 503")
@@ -242,7 +252,7 @@ async def test_permanent_failures_go_dead_on_the_first_attempt(
 ) -> None:
     calls = 0
 
-    async def refused(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def refused(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         nonlocal calls
         calls += 1
         raise error
@@ -261,12 +271,13 @@ async def test_unexpected_errors_are_recorded_by_type_only(
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
-    async def leaky(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def leaky(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         raise ValueError(f"cannot parse the loan of patron {PATRON}")
 
     on_dead = DeadLetters(settings.database_url)
-    job_id = add_job(engine, "test.leaky", max_attempts=2)
-    async with running(settings, registry_with("test.leaky", leaky, on_dead=on_dead)):
+    job_id = add_job(engine, "test.leaky")
+    registry = registry_with("test.leaky", leaky, on_dead=on_dead, max_attempts=2)
+    async with running(settings, registry):
         await until(lambda: job_row(engine, job_id).status == JobStatus.DEAD)
     job = job_row(engine, job_id)
     assert (job.attempts, job.last_error) == (2, "unexpected ValueError")
@@ -276,7 +287,7 @@ async def test_unexpected_errors_are_recorded_by_type_only(
 
 
 async def test_a_job_of_unknown_kind_goes_dead(settings: Settings, engine: Engine) -> None:
-    async def record(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def record(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         return None
 
     job_id = add_job(engine, "test.nobody")
@@ -291,7 +302,7 @@ async def test_the_lease_is_renewed_while_a_handler_runs(
     running_handler = asyncio.Event()
     done = asyncio.Event()
 
-    async def slow(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def slow(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         running_handler.set()
         await done.wait()
 
@@ -332,7 +343,7 @@ async def test_a_late_finisher_does_not_overwrite_the_newer_outcome(
 ) -> None:
     on_dead = DeadLetters(settings.database_url)
 
-    async def overtaken(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def overtaken(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         await asyncio.to_thread(_take_over, engine, job.id)
         if late_outcome == "transient":
             raise TransientUpstreamError("alma: HTTP 503", status_code=503)
@@ -356,14 +367,14 @@ async def test_stopping_lets_running_handlers_finish_and_takes_no_new_work(
     started = asyncio.Event()
     finished: list[int] = []
 
-    async def slow(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def slow(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         started.set()
         await asyncio.sleep(0.5)
         finished.append(job.id)
 
     first = add_job(engine, "test.slow")
-    async with open_context(settings, Metrics()) as context:
-        worker = Worker(context, registry_with("test.slow", slow))
+    async with open_runtime(settings, Metrics()) as context:
+        worker = worker_for(context, registry_with("test.slow", slow))
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         await asyncio.wait_for(started.wait(), timeout=10)
@@ -381,7 +392,7 @@ async def test_jobs_claimed_ahead_go_back_to_the_queue_on_stop(
 ) -> None:
     started = asyncio.Event()
 
-    async def slow(_ctx: JobContext, _job: ClaimedJob) -> None:
+    async def slow(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
         started.set()
         await asyncio.sleep(0.3)
 
@@ -403,7 +414,7 @@ async def test_wake_claims_new_work_before_the_next_poll(
 ) -> None:
     done: list[int] = []
 
-    async def record(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def record(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         done.append(job.id)
 
     slow_poll = settings.model_copy(update={"worker_poll_seconds": 30.0})
@@ -420,7 +431,7 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
 ) -> None:
     ran: list[str] = []
 
-    async def tick(ctx: JobContext, job: ClaimedJob) -> None:
+    async def tick(ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         def key(session: Session) -> str:
             return str(
                 session.execute(
@@ -432,7 +443,7 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
 
     def registry() -> Registry:
         registry = registry_with("test.tick", tick)
-        registry.every(0.25, "test.tick")
+        registry.every(0.25, job_kind("test.tick"))
         return registry
 
     eager = settings.model_copy(update={"periodic_tick_seconds": 0.02})
@@ -461,7 +472,7 @@ async def test_a_failed_lease_renewal_does_not_lose_the_outcome(
     monkeypatch.setattr(queue, "extend_lease", flaky_renew)
     runs: list[int] = []
 
-    async def slow(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def slow(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         runs.append(job.attempts)
         await asyncio.sleep(0.5)
 
@@ -476,7 +487,7 @@ async def test_a_failed_lease_renewal_does_not_lose_the_outcome(
 
 def _follow_up(job_id: int, fail: bool = False) -> Callable[[Session], None]:
     def finish(session: Session) -> None:
-        queue.enqueue(session, "test.follow_up", {"after": job_id})
+        enqueue_test_job(session, "test.follow_up", {"after": job_id})
         if fail:
             raise PermanentJobError("the follow-up cannot be recorded")
 
@@ -486,7 +497,9 @@ def _follow_up(job_id: int, fail: bool = False) -> Callable[[Session], None]:
 async def test_a_handlers_finish_commits_with_its_success(
     settings: Settings, engine: Engine
 ) -> None:
-    async def done(_ctx: JobContext, job: ClaimedJob) -> Callable[[Session], None]:
+    async def done(
+        _ctx: Runtime, job: ClaimedJob, _payload: AnyPayload
+    ) -> Callable[[Session], None]:
         return _follow_up(job.id)
 
     job_id = add_job(engine, "test.done")
@@ -500,7 +513,9 @@ async def test_a_handlers_finish_commits_with_its_success(
 async def test_a_failing_finish_rolls_back_and_fails_the_job(
     settings: Settings, engine: Engine
 ) -> None:
-    async def done(_ctx: JobContext, job: ClaimedJob) -> Callable[[Session], None]:
+    async def done(
+        _ctx: Runtime, job: ClaimedJob, _payload: AnyPayload
+    ) -> Callable[[Session], None]:
         return _follow_up(job.id, fail=True)
 
     job_id = add_job(engine, "test.done")
@@ -511,7 +526,9 @@ async def test_a_failing_finish_rolls_back_and_fails_the_job(
 
 
 async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine: Engine) -> None:
-    async def overtaken(_ctx: JobContext, job: ClaimedJob) -> Callable[[Session], None]:
+    async def overtaken(
+        _ctx: Runtime, job: ClaimedJob, _payload: AnyPayload
+    ) -> Callable[[Session], None]:
         await asyncio.to_thread(_take_over, engine, job.id)
         return _follow_up(job.id)
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from app.config import Settings
 from app.db import read_session, write_session
-from app.jobs import queue
 from app.jobs.models import Job
+from tests.support.jobs import enqueue_test_job
 from tests.support.worker_process import RECORD_FILE_ENV, TICK_SECONDS_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
@@ -149,7 +149,7 @@ def records(record_file: Path) -> list[list[str]]:
 def enqueue_many(engine: Engine, kind: str, count: int, payload: dict[str, Any]) -> list[int]:
     with write_session(engine) as session:
         for _ in range(count):
-            queue.enqueue(session, kind, payload)
+            enqueue_test_job(session, kind, payload)
         session.commit()
     with read_session(engine) as session:
         return sorted(session.scalars(select(Job.id).where(Job.kind == kind)))  # type: ignore[arg-type]

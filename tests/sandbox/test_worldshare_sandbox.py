@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from app.borrowing.citation import Citation
+from app.borrowing.states import LenderOutcome
 from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 from app.worldshare.auth import TokenCache
 from app.worldshare.client import WorldShareClient, WorldShareConfig
-from app.worldshare.status import LenderOutcome, lender_outcome
+from app.worldshare.status import lender_outcome
 from tests.support.servers import run_asgi_in_thread
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""A real worker process for tests: the production `Worker` and `open_context`, test handlers.
+"""A real worker process for tests: the production `Worker` and `open_runtime`, test handlers.
 
     python -m tests.support.worker_process
 
@@ -20,11 +20,11 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.db import read_session
-from app.jobs.context import JobContext, open_context
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import Registry
-from app.jobs.worker import Worker
 from app.observability import Metrics, configure_logging
+from app.runtime import Runtime, open_runtime
+from tests.support.jobs import AnyPayload, job_kind, registry_for_tests, worker_for
 
 RECORD_FILE_ENV = "ILLBRIDGE_TEST_RECORD_FILE"
 TICK_SECONDS_ENV = "ILLBRIDGE_TEST_TICK_SECONDS"
@@ -43,15 +43,15 @@ def append_line(path: Path, line: str) -> None:
 
 
 def build_test_registry(record_file: Path, tick_seconds: float | None) -> Registry:
-    async def record(_ctx: JobContext, job: ClaimedJob) -> None:
+    async def record(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         await asyncio.to_thread(append_line, record_file, f"{job.id} {os.getpid()}")
 
-    async def sleep(ctx: JobContext, job: ClaimedJob) -> None:
+    async def sleep(ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         log.info("test_sleep_started", extra={"job_id": job.id})
         await asyncio.sleep(float(job.payload["seconds"]))
-        await record(ctx, job)
+        await record(ctx, job, _payload)
 
-    async def tick(ctx: JobContext, job: ClaimedJob) -> None:
+    async def tick(ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         def period() -> str:
             with read_session(ctx.engine) as session:
                 key = session.execute(
@@ -62,12 +62,12 @@ def build_test_registry(record_file: Path, tick_seconds: float | None) -> Regist
         line = f"{job.id} {os.getpid()} {await asyncio.to_thread(period)}"
         await asyncio.to_thread(append_line, record_file, line)
 
-    registry = Registry()
-    registry.add("test.record", record)
-    registry.add("test.sleep", sleep)
-    registry.add("test.tick", tick)
+    registry = registry_for_tests()
+    registry.add(job_kind("test.record"), record)
+    registry.add(job_kind("test.sleep"), sleep)
+    registry.add(job_kind("test.tick"), tick)
     if tick_seconds is not None:
-        registry.every(tick_seconds, "test.tick")
+        registry.every(tick_seconds, job_kind("test.tick"))
     return registry
 
 
@@ -80,8 +80,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_context(settings, Metrics()) as context:
-        await Worker(context, registry).run(stop)
+    async with open_runtime(settings, Metrics()) as context:
+        await worker_for(context, registry).run(stop)
 
 
 if __name__ == "__main__":

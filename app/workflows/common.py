@@ -1,4 +1,4 @@
-"""Helpers shared by the job handlers: loading what a job is about, flagging on failure."""
+"""Shared by the workflows' job handlers: loading what a job is about, flagging on failure."""
 
 from __future__ import annotations
 

@@ -8,10 +8,11 @@ from datetime import timedelta
 from sqlalchemy import and_, delete, or_
 from sqlmodel import Session, col
 
-from app.jobs.context import JobContext
+from app.jobs.kinds import Payload
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish
+from app.runtime import Runtime
 from app.timeutil import utcnow
 
 
@@ -28,6 +29,6 @@ def purge_old_jobs(session: Session, older_than_days: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def purge_finished_jobs(ctx: JobContext, _job: ClaimedJob) -> Finish:
+async def purge_finished_jobs(ctx: Runtime, _job: ClaimedJob, _payload: Payload) -> Finish:
     days = ctx.settings.finished_job_retention_days
     return lambda session: purge_old_jobs(session, days)

@@ -10,12 +10,14 @@ from app.borrowing import service
 from app.borrowing.citation import Citation
 from app.borrowing.states import RequestState, Trigger
 from app.institutions.secrets import SecretBox
-from app.institutions.service import NotConfigured, worldshare_config
-from app.jobs.context import JobContext
-from app.jobs.handlers.common import load_request
+from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import Finish, PermanentJobError
+from app.runtime import Runtime
+from app.workflows.common import load_request
+from app.workflows.transitions import advance
 from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.worldshare.config import NotConfigured, worldshare_config
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def record_export(session: Session, job: ClaimedJob, worldshare_request_id: str)
         return
     request.worldshare_request_id = worldshare_request_id
     service.schedule_first_poll(request, institution.poll_interval_seconds)
-    service.apply_trigger(
+    advance(
         session,
         request,
         Trigger.EXPORTED,
@@ -74,7 +76,7 @@ def record_export(session: Session, job: ClaimedJob, worldshare_request_id: str)
     )
 
 
-async def export_citation(ctx: JobContext, job: ClaimedJob) -> Finish | None:
+async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
     plan = await ctx.read(lambda session: plan_export(session, job, ctx.secrets))
     if plan is None:
         return None

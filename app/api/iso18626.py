@@ -18,10 +18,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from app.alma.iso18626 import (
-    Action,
     AgencyId,
     ErrorType,
     Header,
@@ -35,29 +34,23 @@ from app.alma.iso18626 import (
     encode_requesting_agency_message_confirmation,
     parse_message,
 )
+from app.api.deps import AppRuntime, WakeWorker
 from app.borrowing import service
 from app.borrowing.citation import Citation
-from app.borrowing.models import BorrowingRequest
-from app.borrowing.states import AlmaNotice, Trigger
+from app.borrowing.models import InboxOutcome, InboxSource, RequestOrigin
 from app.db import write_session
+from app.errors import NotFound
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.timeutil import utcnow
+from app.workflows import alma_actions, intake
 
 log = logging.getLogger("illbridge.iso18626")
 
 ISO_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 XML_MEDIA_TYPE = "application/xml"
-SOURCE = "alma_iso18626"
-INBOX_SOURCE = "iso18626"
 
 router = APIRouter(tags=["iso18626"])
-
-# Actions that are a plain transition of the state machine.
-ACTION_TRIGGERS = {
-    Action.RECEIVED: Trigger.ITEM_RECEIVED,
-    Action.SHIPPED_RETURN: Trigger.SHIPPED_RETURN,
-}
 
 
 class Refusal(Exception):
@@ -74,7 +67,7 @@ class Refusal(Exception):
 class Outcome:
     """How a message was taken: `error` set means recorded (and flagged) but not applied."""
 
-    inbox: str
+    inbox: InboxOutcome
     error: str | None = None
 
 
@@ -128,12 +121,15 @@ def _confirmation(
     },
 )
 async def receive_iso18626(
-    institution: Annotated[str, Path(max_length=64)], request: Request
+    institution: Annotated[str, Path(max_length=64)],
+    request: Request,
+    runtime: AppRuntime,
+    wake: WakeWorker,
 ) -> Response:
     received_at = utcnow()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
-    metrics = request.app.state.metrics
+    metrics = runtime.metrics
     if media_type not in ISO_MEDIA_TYPES:
         metrics.inbound_messages.labels("iso18626", "refused").inc()
         error = IsoMessageError(ErrorType.BADLY_FORMED_MESSAGE, "Content-Type must be XML")
@@ -154,10 +150,9 @@ async def receive_iso18626(
             extra={"institution": institution, "error_type": str(exc.error_type)},
         )
         return _xml(encode_error_confirmation(exc, timestamp_received=received_at))
-    context = request.app.state.services.context
     try:
         outcome = await run_in_threadpool(
-            take_message, context.engine, context.secrets, institution, message
+            take_message, runtime.engine, runtime.secrets, institution, message
         )
     except Refusal as refusal:
         metrics.inbound_messages.labels("iso18626", "refused").inc()
@@ -179,8 +174,8 @@ async def receive_iso18626(
         "iso_message_taken",
         extra={"institution": institution, "kind": message.kind, "outcome": outcome.inbox},
     )
-    if outcome.inbox == "accepted":
-        request.app.state.services.wake_worker()
+    if outcome.inbox is InboxOutcome.ACCEPTED:
+        wake()
     if outcome.error is not None:
         return _xml(
             _confirmation(
@@ -211,16 +206,17 @@ def take_message(
             return outcome
     except IntegrityError:
         # The same message arrived twice at once and the other copy won: it is a duplicate.
-        return Outcome(inbox="duplicate")
+        return Outcome(inbox=InboxOutcome.DUPLICATE)
 
 
 def _partner_institution(
     session: Session, box: SecretBox, code: str, header: Header
 ) -> Institution:
     """The institution the message is for, if it comes from that institution's Alma."""
-    institution = session.exec(select(Institution).where(Institution.code == code)).first()
-    if institution is None or not institution.active:
-        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "institution", http_status=404)
+    try:
+        institution = intake.intake_institution(session, code)
+    except NotFound:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "institution", http_status=404) from None
     expected_code = institution.alma_iso18626_security_code_encrypted
     if expected_code is not None and not hmac.compare_digest(
         (header.security_code or "").encode(), box.decrypt(expected_code).encode()
@@ -255,35 +251,21 @@ def _same_agency(agency: AgencyId, kind: str | None, value: str | None) -> bool:
 
 
 def _take_request(session: Session, institution: Institution, message: IsoRequest) -> Outcome:
-    assert institution.id is not None
-    alma_request_id = message.header.requesting_agency_request_id
-    external_id = f"request:{institution.id}:{alma_request_id}"
-    if service.find_request(session, institution.id, alma_request_id=alma_request_id):
-        return Outcome(inbox="duplicate")
     try:
         citation = Citation.model_validate(message.citation)
     except ValidationError as exc:
         field = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "bibliographicInfo"
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, f"citation {field}") from None
-    request, _created = service.register_request(
-        session,
-        institution,
-        alma_request_id=alma_request_id,
+    new = intake.NewRequest(
+        alma_request_id=message.header.requesting_agency_request_id,
         citation=citation,
         requester_user_id=message.patron["patron_id"] if message.patron else None,
-        origin=service.ORIGIN_ISO18626,
+        origin=RequestOrigin.ISO18626,
+        inbox=InboxSource.ISO18626,
+        summary={"service_type": message.service_type.value if message.service_type else None},
     )
-    service.record_inbound(
-        session,
-        source=INBOX_SOURCE,
-        external_id=external_id,
-        kind=MessageKind.REQUEST.value,
-        outcome="accepted",
-        institution_id=institution.id,
-        request_id=request.id,
-        service_type=message.service_type.value if message.service_type else None,
-    )
-    return Outcome(inbox="accepted")
+    _request, created = intake.take_request(session, institution, new)
+    return Outcome(inbox=InboxOutcome.ACCEPTED if created else InboxOutcome.DUPLICATE)
 
 
 def _take_action(
@@ -295,51 +277,26 @@ def _take_action(
         f"action:{institution.id}:{header.requesting_agency_request_id}:"
         f"{message.action.value}:{header.timestamp.isoformat()}"
     )
-    if (seen := service.find_inbound(session, INBOX_SOURCE, external_id)) is not None:
-        return Outcome(inbox="duplicate", error=seen.summary.get("error"))
+    if (seen := service.find_inbound(session, InboxSource.ISO18626, external_id)) is not None:
+        return Outcome(inbox=InboxOutcome.DUPLICATE, error=seen.summary.get("error"))
     request = service.find_request(
         session, institution.id, alma_request_id=header.requesting_agency_request_id
     )
     if request is None:
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyRequestId")
-    error = _apply_action(session, request, message.action, header.timestamp)
+    if message.action not in alma_actions.HANDLED_ACTIONS:
+        raise Refusal(ErrorType.UNSUPPORTED_ACTION_TYPE, message.action.value)
+    error = alma_actions.apply_action(session, request, message.action, header.timestamp)
+    outcome = InboxOutcome.FLAGGED if error else InboxOutcome.ACCEPTED
     service.record_inbound(
         session,
-        source=INBOX_SOURCE,
+        source=InboxSource.ISO18626,
         external_id=external_id,
         kind=MessageKind.REQUESTING_AGENCY_MESSAGE.value,
-        outcome="flagged" if error else "accepted",
+        outcome=outcome,
         institution_id=institution.id,
         request_id=request.id,
         action=message.action.value,
         error=error,
     )
-    return Outcome(inbox="flagged" if error else "accepted", error=error)
-
-
-def _apply_action(
-    session: Session, request: BorrowingRequest, action: Action, sent_at: datetime
-) -> str | None:
-    """Apply one action; a message for the confirmation's errorValue when it did not fit."""
-    before = request.state
-    if action in ACTION_TRIGGERS:
-        applied = service.apply_trigger(session, request, ACTION_TRIGGERS[action], SOURCE)
-    elif action is Action.RENEW:
-        applied = service.request_renewal(session, request, SOURCE)
-    elif action is Action.CANCEL:
-        service.cancel_from_alma(session, request, SOURCE)
-        applied = True  # a refused cancel is answered by CancelResponse N, not an error
-    elif action is Action.STATUS_REQUEST:
-        service.notify_alma(
-            session, request, AlmaNotice.STATUS_ANSWER, key=f"status:{sent_at.isoformat()}"
-        )
-        applied = True
-    elif action is Action.NOTIFICATION:
-        # The note is free text from staff and may name the patron: only its arrival is kept.
-        service.record_event(session, request, "alma_notification", SOURCE)
-        applied = True
-    else:
-        raise Refusal(ErrorType.UNSUPPORTED_ACTION_TYPE, action.value)
-    if applied:
-        return None
-    return f"{action.value} does not apply in state {before}"
+    return Outcome(inbox=outcome, error=error)

@@ -11,10 +11,12 @@ from app.alma.iso_client import send_supplier_message
 from app.alma.notices import NoticeSubject, build_notice
 from app.borrowing import service
 from app.borrowing.states import AlmaNotice, RequestState, Trigger
-from app.jobs.context import JobContext
-from app.jobs.handlers.common import load_request
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import Finish, PermanentJobError
+from app.runtime import Runtime
+from app.workflows.common import load_request
+from app.workflows.kinds import NoticePayload
+from app.workflows.transitions import advance
 
 SOURCE = "worker"
 
@@ -25,12 +27,8 @@ class Delivery:
     message: bytes
 
 
-def plan_notice(session: Session, job: ClaimedJob) -> Delivery:
+def plan_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> Delivery:
     request, institution = load_request(session, job)
-    try:
-        kind = AlmaNotice(str(job.payload.get("notice")))
-    except ValueError:
-        raise PermanentJobError(f"unknown Alma notice {job.payload.get('notice')!r}") from None
     agencies = (
         institution.alma_agency_id_type,
         institution.alma_agency_id_value,
@@ -48,23 +46,22 @@ def plan_notice(session: Session, job: ClaimedJob) -> Delivery:
         bridge_agency=AgencyId(bridge_type, bridge_value),
         alma_request_id=request.alma_request_id,
         supplier_request_id=request.worldshare_request_id,
-        state=RequestState(request.state),
+        state=request.state,
         lender_due_date=request.lender_due_date,
         item_barcode=request.item_barcode,
     )
-    return Delivery(url=institution.alma_iso18626_url, message=build_notice(kind, subject))
+    return Delivery(url=institution.alma_iso18626_url, message=build_notice(notice, subject))
 
 
-def record_notice(session: Session, job: ClaimedJob) -> None:
+def record_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> None:
     request, _institution = load_request(session, job)
-    notice = str(job.payload.get("notice"))
     service.record_event(session, request, "alma_notified", SOURCE, detail={"notice": notice})
     # Alma closes the borrowing request on LoanCompleted; so does the bridge.
-    if notice == AlmaNotice.LOAN_COMPLETED and request.state == RequestState.RETURNED:
-        service.apply_trigger(session, request, Trigger.LOAN_COMPLETED, SOURCE)
+    if notice is AlmaNotice.LOAN_COMPLETED and request.state is RequestState.RETURNED:
+        advance(session, request, Trigger.LOAN_COMPLETED, SOURCE)
 
 
-async def notify_alma(ctx: JobContext, job: ClaimedJob) -> Finish:
-    delivery = await ctx.read(lambda session: plan_notice(session, job))
+async def notify_alma(ctx: Runtime, job: ClaimedJob, payload: NoticePayload) -> Finish:
+    delivery = await ctx.read(lambda session: plan_notice(session, job, payload.notice))
     await send_supplier_message(ctx.http, delivery.url, delivery.message)
-    return lambda session: record_notice(session, job)
+    return lambda session: record_notice(session, job, payload.notice)

@@ -1,4 +1,6 @@
-"""What a job handler may use, built once per process (API lifespan or `illbridge worker`)."""
+"""The process's services, built once per process (the API's lifespan or `illbridge worker`):
+the database engine, the one shared HTTP client, the secret box, the WorldShare token cache and
+the metrics. Routes reach them through `app.api.deps`, job handlers as their context."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class JobContext:
+class Runtime:
     settings: Settings
     engine: Engine
     http: httpx.AsyncClient
@@ -51,12 +53,12 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 @asynccontextmanager
-async def open_context(settings: Settings, metrics: Metrics) -> AsyncIterator[JobContext]:
+async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime]:
     """The engine and the shared HTTP client for the life of a process."""
     engine = create_db_engine(settings.database_url)
     try:
         async with new_http_client(settings) as http:
-            yield JobContext(
+            yield Runtime(
                 settings=settings,
                 engine=engine,
                 http=http,

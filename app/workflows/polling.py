@@ -1,0 +1,151 @@
+"""Status polling: WorldShare sends no callbacks, so open exported requests are read on a cycle.
+
+A periodic dispatcher queues one poll per due request (never a second while one is in flight);
+each poll reads the WorldShare request and applies the steps `app.borrowing.lender.decide` gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import exists
+from sqlmodel import Session, col, select
+
+from app.borrowing import service
+from app.borrowing.lender import (
+    Advance,
+    AnswerRenewal,
+    AssignTemporaryBarcode,
+    FlagUnknownStatus,
+    LenderNews,
+    SetLenderDueDate,
+    decide,
+)
+from app.borrowing.models import BorrowingRequest
+from app.borrowing.states import POLLED_STATES, TERMINAL_STATES
+from app.institutions.models import Institution
+from app.jobs.kinds import Payload
+from app.jobs.models import Job, JobStatus
+from app.jobs.queue import ClaimedJob, enqueue
+from app.jobs.registry import Finish, PermanentJobError
+from app.runtime import Runtime
+from app.timeutil import utcnow
+from app.workflows.common import load_request
+from app.workflows.kinds import POLL_WORLDSHARE
+from app.workflows.transitions import advance, answer_renewal
+from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.worldshare.config import NotConfigured, worldshare_config
+from app.worldshare.network import LenderStatus
+from app.worldshare.status import lender_outcome
+
+DISPATCH_BATCH = 500
+SOURCE = "worldshare"
+
+
+def dispatch_due_polls(session: Session) -> int:
+    """Queue a poll for each request whose turn has come; returns how many were queued."""
+    now = utcnow()
+    in_flight = exists().where(
+        col(Job.request_id) == col(BorrowingRequest.id),
+        col(Job.kind) == POLL_WORLDSHARE.name,
+        col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+    )
+    due = session.exec(
+        select(BorrowingRequest, Institution.poll_interval_seconds)
+        .join(Institution, col(Institution.id) == col(BorrowingRequest.institution_id))
+        .where(
+            col(BorrowingRequest.state).in_(POLLED_STATES),
+            col(BorrowingRequest.worldshare_request_id).is_not(None),
+            col(BorrowingRequest.next_poll_at) <= now,
+            ~in_flight,
+        )
+        .order_by(col(BorrowingRequest.next_poll_at))
+        .limit(DISPATCH_BATCH)
+    ).all()
+    for request, interval in due:
+        request.next_poll_at = now + timedelta(seconds=interval)
+        session.add(request)
+        enqueue(
+            session,
+            POLL_WORLDSHARE,
+            institution_id=request.institution_id,
+            request_id=request.id,
+        )
+    return len(due)
+
+
+async def dispatch_polls(_ctx: Runtime, _job: ClaimedJob, _payload: Payload) -> Finish:
+    return dispatch_due_polls
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    config: WorldShareConfig
+    worldshare_request_id: str
+
+
+def plan_poll(session: Session, job: ClaimedJob, ctx: Runtime) -> PollPlan | None:
+    request, institution = load_request(session, job)
+    if request.state not in POLLED_STATES or not request.worldshare_request_id:
+        return None
+    try:
+        config = worldshare_config(institution, ctx.secrets)
+    except NotConfigured as exc:
+        raise PermanentJobError(str(exc)) from None
+    return PollPlan(config=config, worldshare_request_id=request.worldshare_request_id)
+
+
+def apply_lender_status(session: Session, job: ClaimedJob, lender: LenderStatus) -> None:
+    """Bring the request in line with what the lender's side says: read, decide, apply."""
+    request, institution = load_request(session, job)
+    if request.state in TERMINAL_STATES:
+        return
+    outcome = lender_outcome(lender, institution.status_map)
+    renewed_to = lender.renewal.new_due_date if lender.renewal else None
+    news = LenderNews(
+        outcome=outcome,
+        status_changed=lender.status != request.lender_status,
+        due_date=renewed_to or lender.due_date,
+    )
+    steps = decide(request.state, request.lender_due_date, news)
+    request.lender_status = lender.status
+    session.add(request)
+    detail: dict[str, str | None] = {"lender_status": lender.status}
+    for step in steps:
+        match step:
+            case SetLenderDueDate(due_date=due):
+                service.set_lender_due_date(
+                    request, due, patron_offset_days=institution.patron_due_date_offset_days
+                )
+                detail["lender_due_date"] = _iso(due)
+            case AssignTemporaryBarcode():
+                request.item_barcode = service.temporary_item_barcode(request)
+            case Advance(trigger=trigger):
+                advance(session, request, trigger, SOURCE, detail=detail)
+            case AnswerRenewal(trigger=trigger):
+                answer_renewal(session, request, trigger, SOURCE, **detail)
+            case FlagUnknownStatus():
+                service.record_event(
+                    session, request, "lender_status_unknown", SOURCE, detail=detail
+                )
+                service.flag(
+                    session,
+                    request,
+                    f"WorldShare status {lender.status!r} is not in the status map; "
+                    "map it in the institution's policy or act on it by hand",
+                    source=SOURCE,
+                )
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def poll_request(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
+    plan = await ctx.read(lambda session: plan_poll(session, job, ctx))
+    if plan is None:
+        return None
+    client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
+    lender = await client.get_request(plan.worldshare_request_id)
+    return lambda session: apply_lender_status(session, job, lender)

@@ -1,0 +1,55 @@
+"""The worker's composition root: every job kind, its handler, its retry policy and the
+periodic schedule."""
+
+from __future__ import annotations
+
+from app.config import Settings
+from app.jobs.registry import Registry
+from app.jobs.worker import Worker
+from app.runtime import Runtime
+from app.workflows import alma_notices, export, housekeeping, kinds, polling
+from app.workflows.common import flag_on_dead
+
+# A poll that keeps failing is dropped; the next dispatch queues a fresh one.
+POLL_MAX_ATTEMPTS = 3
+PERIODIC_MAX_ATTEMPTS = 3
+
+
+def build_registry(settings: Settings) -> Registry[Runtime]:
+    registry: Registry[Runtime] = Registry(default_max_attempts=settings.job_max_attempts)
+    registry.add(
+        kinds.EXPORT_TO_WORLDSHARE,
+        export.export_citation,
+        on_dead=flag_on_dead("Export to WorldShare"),
+    )
+    registry.add(
+        kinds.POLL_WORLDSHARE,
+        polling.poll_request,
+        on_dead=flag_on_dead("WorldShare status poll"),
+        max_attempts=POLL_MAX_ATTEMPTS,
+    )
+    registry.add(
+        kinds.NOTIFY_ALMA,
+        alma_notices.notify_alma,
+        on_dead=flag_on_dead("Telling Alma"),
+    )
+    registry.add(kinds.DISPATCH_POLLS, polling.dispatch_polls, max_attempts=PERIODIC_MAX_ATTEMPTS)
+    registry.add(
+        kinds.PURGE_FINISHED_JOBS,
+        housekeeping.purge_finished_jobs,
+        max_attempts=PERIODIC_MAX_ATTEMPTS,
+    )
+    registry.every(settings.poll_dispatch_seconds, kinds.DISPATCH_POLLS)
+    registry.every(3600, kinds.PURGE_FINISHED_JOBS)
+    return registry
+
+
+def new_worker(runtime: Runtime) -> Worker[Runtime]:
+    """A worker that runs the life cycle's jobs with this process's services."""
+    return Worker(
+        build_registry(runtime.settings),
+        runtime,
+        engine=runtime.engine,
+        settings=runtime.settings,
+        metrics=runtime.metrics,
+    )

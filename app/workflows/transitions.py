@@ -1,0 +1,110 @@
+"""Move a borrowing request along its state machine and queue what Alma must be told.
+
+The domain (`app.borrowing.service.apply_trigger`) checks and records a transition; this module
+adds its follow-up, the Alma notice of the transition, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from app.borrowing import service
+from app.borrowing.models import BorrowingRequest, RequestOrigin
+from app.borrowing.states import ALMA_NOTICES, AlmaNotice, RequestState, Trigger
+from app.jobs.queue import enqueue
+from app.timeutil import utcnow
+from app.workflows.kinds import NOTIFY_ALMA, NoticePayload
+
+RENEWAL_TASK = "Staff task: ask the lender to renew"
+CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
+
+
+def advance(
+    session: Session,
+    request: BorrowingRequest,
+    trigger: Trigger,
+    source: str,
+    *,
+    detail: dict[str, Any] | None = None,
+    notice: AlmaNotice | None = None,
+) -> bool:
+    """Apply `trigger` and queue Alma's notice of it (`notice` replaces the default one).
+
+    False when the trigger does not fit: recorded and flagged, nothing queued.
+    """
+    event = service.apply_trigger(session, request, trigger, source, detail=detail)
+    if event is None:
+        return False
+    notice = notice or ALMA_NOTICES.get(trigger)
+    if notice is not None:
+        queue_notice(session, request, notice, key=str(event.id))
+    return True
+
+
+def queue_notice(
+    session: Session, request: BorrowingRequest, notice: AlmaNotice, *, key: str
+) -> None:
+    """Queue a supplier notice, once per `key`; only a request that came over ISO 18626 gets one."""
+    if request.origin is not RequestOrigin.ISO18626:
+        return
+    enqueue(
+        session,
+        NOTIFY_ALMA,
+        NoticePayload(notice=notice),
+        dedupe_key=f"notify:{request.id}:{key}",
+        institution_id=request.institution_id,
+        request_id=request.id,
+    )
+
+
+def request_renewal(session: Session, request: BorrowingRequest, source: str) -> bool:
+    """Alma asks for a renewal. WorldShare's API cannot ask the lender, so staff get a task."""
+    if not advance(session, request, Trigger.RENEWAL_REQUESTED, source):
+        return False
+    service.flag(
+        session,
+        request,
+        f"{RENEWAL_TASK} WorldShare request {request.worldshare_request_id} "
+        "(Alma asked for a renewal; the answer is picked up by polling)",
+        source=source,
+    )
+    return True
+
+
+def answer_renewal(
+    session: Session, request: BorrowingRequest, trigger: Trigger, source: str, **detail: Any
+) -> bool:
+    """The lender approved or refused a renewal: apply it and withdraw the staff task."""
+    if not advance(session, request, trigger, source, detail=detail):
+        return False
+    if (request.attention_reason or "").startswith(RENEWAL_TASK):
+        service.clear_flag(session, request, source=source, why="the lender answered the renewal")
+    return True
+
+
+def cancel_from_alma(session: Session, request: BorrowingRequest, source: str) -> bool:
+    """Alma cancelled; answered with CancelResponse Y, or N once the lender has shipped."""
+    if request.state not in CANCELLABLE_STATES:
+        service.record_event(
+            session,
+            request,
+            "cancel_refused",
+            source,
+            from_state=request.state,
+            applied=False,
+            detail={"reason": f"the request is {request.state}"},
+        )
+        queue_notice(session, request, AlmaNotice.CANCEL_NO, key=f"cancel:{utcnow().isoformat()}")
+        return False
+    advance(session, request, Trigger.CANCELLED, source, notice=AlmaNotice.CANCEL_YES)
+    if request.worldshare_request_id:
+        service.flag(
+            session,
+            request,
+            f"Staff task: cancel WorldShare request {request.worldshare_request_id} "
+            "(cancelled in Alma; WorldShare's API cannot cancel)",
+            source=source,
+        )
+    return True

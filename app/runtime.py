@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db import create_db_engine, read_session
+from app.db import create_db_engine, read_session, write_session
 from app.institutions.secrets import SecretBox, load_secret_box
 from app.observability import Metrics
 from app.worldshare.auth import TokenCache
@@ -38,6 +38,17 @@ class Runtime:
         def run() -> T:
             with read_session(self.engine) as session:
                 return step(session)
+
+        return await to_thread.run_sync(run)
+
+    async def write(self, step: Callable[[Session], T]) -> T:
+        """Run one database step in a transaction of its own, committed before it returns."""
+
+        def run() -> T:
+            with write_session(self.engine) as session:
+                result = step(session)
+                session.commit()
+                return result
 
         return await to_thread.run_sync(run)
 

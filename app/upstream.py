@@ -23,13 +23,22 @@ class UpstreamError(Exception):
 
 
 class TransientUpstreamError(UpstreamError):
-    """Worth retrying later: timeouts, connection errors, 429, 5xx."""
+    """Worth retrying later: timeouts, connection errors, 429, 5xx.
+
+    `may_have_been_sent` is False only when the request surely never reached the upstream.
+    """
 
     def __init__(
-        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        may_have_been_sent: bool = True,
     ) -> None:
         super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
+        self.may_have_been_sent = may_have_been_sent
 
 
 class PermanentUpstreamError(UpstreamError):
@@ -65,7 +74,10 @@ def is_transient_status(status_code: int) -> bool:
 def transport_failure(upstream: str, exc: httpx.TransportError) -> TransientUpstreamError:
     """A timeout or connection failure, named by its type only (no URL, no body)."""
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
-    return TransientUpstreamError(f"{upstream}: {kind} ({type(exc).__name__})")
+    return TransientUpstreamError(
+        f"{upstream}: {kind} ({type(exc).__name__})",
+        may_have_been_sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+    )
 
 
 def status_failure(

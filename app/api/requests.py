@@ -26,13 +26,14 @@ from app.borrowing.schemas import (
     BorrowingRequestDetail,
     BorrowingRequestPage,
     BorrowingRequestPublic,
+    ResolveAttention,
 )
 from app.borrowing.states import RequestState
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
-from app.institutions.models import ApiToken
+from app.institutions.models import ApiToken, Institution
 from app.institutions.service import codes_by_id, get_by_code
-from app.workflows import intake
+from app.workflows import export, intake
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"], responses=ERROR_RESPONSES)
 
@@ -162,17 +163,38 @@ def get_request(
 
 @router.post("/{request_id}/resolve")
 def resolve_attention(
-    request_id: Annotated[int, Path(ge=1, le=MAX_ID)], token: Writer, runtime: AppRuntime
+    request_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    token: Writer,
+    runtime: AppRuntime,
+    wake: WakeWorker,
+    body: ResolveAttention | None = None,
 ) -> BorrowingRequestPublic:
     """Staff did what the flag asked (e.g. cancelled the WorldShare request): clear the flag.
 
-    The timeline records which token cleared it; no free text is taken, as it could name a patron.
+    For an export whose answer was lost, say what was found in WorldShare: the id of the request
+    carrying the Alma id as its reference (linked; polling starts), or `export_again`. The
+    timeline records which token acted; no free text is taken, as it could name a patron.
     """
+    body = body or ResolveAttention()
     with write_session(runtime.engine) as session:
         request = _visible_request(session, token, request_id)
-        code = codes_by_id(session, {request.institution_id})[request.institution_id]
-        if not request.needs_attention:
-            raise Conflict(f"request {request_id} is not flagged")
-        service.clear_flag(session, request, source="operator", why=f"resolved by {token.name}")
+        institution = session.get(Institution, request.institution_id)
+        assert institution is not None
+        if body.worldshare_request_id is None and not body.export_again:
+            if not request.needs_attention:
+                raise Conflict(f"request {request_id} is not flagged")
+            service.clear_flag(session, request, source="operator", why=f"resolved by {token.name}")
+        elif request.export_attempted_at is None or request.worldshare_request_id is not None:
+            raise Conflict(f"request {request_id} has no export whose outcome is unknown")
+        else:
+            export.resolve_unknown_create(
+                session,
+                request,
+                institution,
+                worldshare_request_id=body.worldshare_request_id,
+                staff=token.name,
+            )
         session.commit()
-    return queries.to_public(request, code)
+    if body.export_again:
+        wake()
+    return queries.to_public(request, institution.code)

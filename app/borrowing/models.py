@@ -64,6 +64,9 @@ class BorrowingRequest(SQLModel, table=True):
     )
 
     worldshare_request_id: str | None = Field(default=None, max_length=64, index=True)
+    # Set, in a transaction of its own, just before a WorldShare create is sent; cleared when
+    # its answer is recorded. Set with no WorldShare id: an attempt whose outcome is unknown.
+    export_attempted_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     lender_status: str | None = Field(default=None, max_length=64)
     lender_due_date: date | None = None
     patron_due_date: date | None = None

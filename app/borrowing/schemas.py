@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.borrowing.citation import Citation
 from app.validation import StrictInput
@@ -20,6 +20,28 @@ class BorrowingRequestCreate(StrictInput):
         default=None, description="Kept only to talk to Alma; never sent to WorldShare"
     )
     citation: Citation
+
+
+class ResolveAttention(StrictInput):
+    """What staff did; empty to say the flagged task is done."""
+
+    worldshare_request_id: Annotated[
+        str | None, Field(min_length=1, max_length=64, pattern=r"^[0-9]+$")
+    ] = Field(
+        default=None,
+        description="For an export whose answer was lost: the WorldShare request found with "
+        "the Alma request id as its reference",
+    )
+    export_again: bool = Field(
+        default=False,
+        description="For an export whose answer was lost: none was found, export once more",
+    )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> ResolveAttention:
+        if self.worldshare_request_id is not None and self.export_again:
+            raise ValueError("give a worldshare_request_id or export_again, not both")
+        return self
 
 
 class RequestEventPublic(BaseModel):

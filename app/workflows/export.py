@@ -1,4 +1,12 @@
-"""Export a borrowing request's citation to WorldShare, exactly once per request."""
+"""Export a borrowing request's citation to WorldShare: exactly one WorldShare request per Alma
+request, or a staff task that says why the bridge cannot be sure.
+
+WorldShare's Request API has no idempotency key and no search by reference, so a create is never
+sent twice for one request. An attempt is marked in a transaction of its own before the create
+goes out; the WorldShare id is recorded in another the moment it arrives, lease or no lease.
+A marked attempt with no id is one whose answer was lost (a timeout after sending, a crash):
+it is not replayed but flagged, and staff link the request they find or ask for a new export.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +16,24 @@ from sqlmodel import Session
 
 from app.borrowing import service
 from app.borrowing.citation import Citation
+from app.borrowing.models import BorrowingRequest
 from app.borrowing.states import RequestState, Trigger
+from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
-from app.jobs.queue import ClaimedJob
+from app.jobs.queue import ClaimedJob, enqueue
 from app.jobs.registry import Finish, PermanentJobError
 from app.runtime import Runtime
+from app.timeutil import utcnow
+from app.upstream import TransientUpstreamError, UpstreamError
 from app.workflows.common import load_request
+from app.workflows.kinds import EXPORT_TO_WORLDSHARE
 from app.workflows.transitions import advance
 from app.worldshare.client import WorldShareClient, WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
+
+SOURCE = "worker"
+UNKNOWN_CREATE = "the WorldShare create may have succeeded; look for reference"
 
 
 @dataclass(frozen=True)
@@ -27,15 +43,20 @@ class ExportPlan:
     reference: str
 
 
-def plan_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPlan | None:
-    """What to send, or None when the request is no longer waiting for export."""
+def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPlan | None:
+    """Mark an attempt and say what to send; None when no create may be sent now."""
     request, institution = load_request(session, job)
-    if request.state != RequestState.RECEIVED:
+    if request.state is not RequestState.RECEIVED or request.worldshare_request_id:
+        return None
+    if request.export_attempted_at is not None:
+        _flag_unknown_create(session, request, why="an earlier attempt ended without an answer")
         return None
     try:
         config = worldshare_config(institution, box)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
+    request.export_attempted_at = utcnow()
+    session.add(request)
     return ExportPlan(
         citation=Citation.model_validate(request.citation),
         config=config,
@@ -43,43 +64,150 @@ def plan_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPlan
     )
 
 
-def record_export(session: Session, job: ClaimedJob, worldshare_request_id: str) -> None:
-    """Link the WorldShare request and mark the request exported, in one step."""
-    request, institution = load_request(session, job)
-    if request.state != RequestState.RECEIVED:
-        # Cancelled meanwhile, or exported by a worker whose lease we took over.
-        if request.worldshare_request_id != worldshare_request_id:
-            service.record_event(
-                session,
-                request,
-                "worldshare_request_orphaned",
-                "worker",
-                applied=False,
-                detail={"worldshare_request_id": worldshare_request_id},
-            )
-            service.flag(
-                session,
-                request,
-                f"WorldShare request {worldshare_request_id} was created while the request was "
-                f"{request.state}; cancel it in WorldShare",
-                source="worker",
-            )
+def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str) -> None:
+    """Keep the id WorldShare gave, whoever holds the job now; two ids are a staff task."""
+    request, _institution = load_request(session, job)
+    linked = request.worldshare_request_id
+    detail = {"worldshare_request_id": worldshare_request_id}
+    if linked is not None and linked != worldshare_request_id:
+        service.record_event(
+            session, request, "worldshare_request_duplicated", SOURCE, applied=False, detail=detail
+        )
+        service.flag(
+            session,
+            request,
+            f"two WorldShare requests exist: {linked}, {worldshare_request_id}; "
+            "cancel one in WorldShare",
+            source=SOURCE,
+        )
         return
-    request.worldshare_request_id = worldshare_request_id
+    if linked is None:
+        _link(session, request, worldshare_request_id, source=SOURCE)
+    if request.state is not RequestState.RECEIVED:
+        service.flag(
+            session,
+            request,
+            f"WorldShare request {worldshare_request_id} was created while the request was "
+            f"{request.state}; cancel it in WorldShare",
+            source=SOURCE,
+        )
+
+
+def forget_attempt(session: Session, job: ClaimedJob) -> None:
+    """The upstream proved nothing was created: a later attempt may send again."""
+    request, _institution = load_request(session, job)
+    if request.worldshare_request_id is None:
+        request.export_attempted_at = None
+        session.add(request)
+
+
+def answer_lost(session: Session, job: ClaimedJob, error: str) -> None:
+    request, _institution = load_request(session, job)
+    if request.worldshare_request_id is None:
+        _flag_unknown_create(session, request, why=error)
+
+
+def complete_export(session: Session, job: ClaimedJob) -> None:
+    """Mark the request exported once its WorldShare id is recorded (a no-op otherwise)."""
+    request, institution = load_request(session, job)
+    _mark_exported(session, request, institution)
+
+
+def _mark_exported(session: Session, request: BorrowingRequest, institution: Institution) -> None:
+    if request.state is not RequestState.RECEIVED or request.worldshare_request_id is None:
+        return
     service.schedule_first_poll(request, institution.poll_interval_seconds)
     advance(
         session,
         request,
         Trigger.EXPORTED,
-        "worker",
-        detail={"worldshare_request_id": worldshare_request_id},
+        SOURCE,
+        detail={"worldshare_request_id": request.worldshare_request_id},
     )
 
 
+def resolve_unknown_create(
+    session: Session,
+    request: BorrowingRequest,
+    institution: Institution,
+    *,
+    worldshare_request_id: str | None,
+    staff: str,
+) -> None:
+    """Staff looked in WorldShare: link the request they found, or (None) export again."""
+    assert request.id is not None
+    source = "operator"
+    if worldshare_request_id is not None:
+        _link(session, request, worldshare_request_id, source=source)
+        service.clear_flag(session, request, source=source, why=f"linked by {staff}")
+        _mark_exported(session, request, institution)
+        return
+    request.export_attempted_at = None
+    session.add(request)
+    event = service.record_event(session, request, "export_requested_again", source)
+    service.clear_flag(session, request, source=source, why=f"new export asked by {staff}")
+    enqueue(
+        session,
+        EXPORT_TO_WORLDSHARE,
+        dedupe_key=f"export:{request.id}:{event.id}",
+        institution_id=request.institution_id,
+        request_id=request.id,
+    )
+
+
+def _link(
+    session: Session, request: BorrowingRequest, worldshare_request_id: str, *, source: str
+) -> None:
+    request.worldshare_request_id = worldshare_request_id
+    request.export_attempted_at = None
+    session.add(request)
+    service.record_event(
+        session,
+        request,
+        "worldshare_request_linked",
+        source,
+        detail={"worldshare_request_id": worldshare_request_id},
+    )
+    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+        service.clear_flag(session, request, source=source, why="the WorldShare id is known")
+
+
+def _flag_unknown_create(session: Session, request: BorrowingRequest, *, why: str) -> None:
+    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+        return
+    service.record_event(
+        session, request, "worldshare_create_unknown", SOURCE, applied=False, detail={"why": why}
+    )
+    service.flag(
+        session,
+        request,
+        f"{UNKNOWN_CREATE} {request.alma_request_id} ({why}); resolve with the WorldShare id "
+        "found, or ask for a new export",
+        source=SOURCE,
+    )
+
+
+def _nothing_created(exc: UpstreamError) -> bool:
+    """An answer that proves WorldShare kept nothing: an error status, or no connection made."""
+    if exc.status_code is not None:
+        return not 200 <= exc.status_code < 300
+    return isinstance(exc, TransientUpstreamError) and not exc.may_have_been_sent
+
+
 async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
-    plan = await ctx.read(lambda session: plan_export(session, job, ctx.secrets))
+    plan = await ctx.write(lambda session: begin_export(session, job, ctx.secrets))
     if plan is None:
-        return None
+        # A create recorded by a worker whose lease ran out still has to mark the request.
+        return lambda session: complete_export(session, job)
     client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
-    worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
-    return lambda session: record_export(session, job, worldshare_request_id)
+    try:
+        worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
+    except UpstreamError as exc:
+        if _nothing_created(exc):
+            await ctx.write(lambda session: forget_attempt(session, job))
+            raise
+        lost = exc.message
+        await ctx.write(lambda session: answer_lost(session, job, lost))
+        return None
+    await ctx.write(lambda session: record_created(session, job, worldshare_request_id))
+    return lambda session: complete_export(session, job)

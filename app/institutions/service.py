@@ -84,6 +84,8 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
         institution.alma_iso18626_security_code_encrypted = box.encrypt(
             alma.iso18626_security_code.get_secret_value()
         )
+    if alma.iso18626_allow_without_code is not None:
+        institution.alma_iso18626_allow_without_code = alma.iso18626_allow_without_code
     if alma.agency_id is not None:
         institution.alma_agency_id_type = alma.agency_id.type
         institution.alma_agency_id_value = alma.agency_id.value
@@ -144,6 +146,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             iso18626_url=institution.alma_iso18626_url,
             iso18626_security_code_set=institution.alma_iso18626_security_code_encrypted
             is not None,
+            iso18626_allow_without_code=institution.alma_iso18626_allow_without_code,
             agency_id=agency(institution.alma_agency_id_type, institution.alma_agency_id_value),
             bridge_agency_id=agency(
                 institution.bridge_agency_id_type, institution.bridge_agency_id_value

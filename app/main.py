@@ -16,6 +16,7 @@ from app.alma.iso_endpoint import router as iso18626_router
 from app.api import router as api_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.institutions.service import warn_of_iso18626_opt_outs
 from app.jobs.context import JobContext, open_context
 from app.jobs.setup import build_registry
 from app.jobs.worker import Worker
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings, metrics) as context:
+            await context.read(warn_of_iso18626_opt_outs)
             worker = Worker(context, build_registry(settings)) if run_worker else None
             app.state.services = Services(context=context, worker=worker)
             stop = asyncio.Event()

@@ -1,16 +1,20 @@
 """`POST /iso18626/{institution}`: the bridge as Alma's ISO 18626 partner of last resort.
 
-A message is parsed safely, checked against the institution's agency ids, stored with the jobs it
-causes in one transaction, and only then confirmed. Whatever is wrong with a message is answered
-with the matching confirmation, `messageStatus` ERROR and an `errorType` from the closed list.
+A message is parsed safely, its ids bounded, its sender checked (the institution's security code
+and agency ids), stored with the jobs it causes in one transaction, and only then confirmed.
+Whatever is wrong with a message is answered with the matching confirmation, `messageStatus`
+ERROR and an `errorType` from the closed list. A sender the bridge will not take gets one answer
+whatever the reason, so the answer tells a prober nothing; the log tells operators why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -50,6 +54,7 @@ ISO_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 XML_MEDIA_TYPE = "application/xml"
 SOURCE = "alma_iso18626"
 INBOX_SOURCE = "iso18626"
+SENDER_NOT_RECOGNISED = "sender not recognised"
 
 router = APIRouter(tags=["iso18626"])
 
@@ -63,11 +68,10 @@ ACTION_TRIGGERS = {
 class Refusal(Exception):
     """A message the bridge will not take: nothing it says is stored."""
 
-    def __init__(self, error_type: ErrorType, error_value: str, *, http_status: int = 200):
+    def __init__(self, error_type: ErrorType, error_value: str):
         super().__init__(error_value)
         self.error_type = error_type
         self.error_value = error_value
-        self.http_status = http_status
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,10 @@ def _confirmation(
         200: {
             "content": {XML_MEDIA_TYPE: {}},
             "description": "A requestConfirmation or requestingAgencyMessageConfirmation, "
-            "messageStatus OK or ERROR (with errorData)",
+            "messageStatus OK or ERROR (with errorData). A sender not taken (unknown or "
+            "inactive institution, wrong or missing security code, wrong agency id) gets "
+            f"errorType UnrecognisedDataValue, errorValue '{SENDER_NOT_RECOGNISED}'",
         },
-        401: {
-            "content": {XML_MEDIA_TYPE: {}},
-            "description": "Missing or wrong requestingAgencyAuthentication/securityCode",
-        },
-        404: {"content": {XML_MEDIA_TYPE: {}}, "description": "Unknown institution"},
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
     },
@@ -171,8 +172,7 @@ async def receive_iso18626(
                 received_at,
                 error_type=refusal.error_type,
                 error_value=refusal.error_value,
-            ),
-            refusal.http_status,
+            )
         )
     metrics.inbound_messages.labels("iso18626", outcome.inbox).inc()
     log.info(
@@ -219,33 +219,62 @@ def _partner_institution(
 ) -> Institution:
     """The institution the message is for, if it comes from that institution's Alma."""
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
-    if institution is None or not institution.active:
-        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "institution", http_status=404)
-    expected_code = institution.alma_iso18626_security_code_encrypted
-    if expected_code is not None and not hmac.compare_digest(
-        (header.security_code or "").encode(), box.decrypt(expected_code).encode()
-    ):
-        raise Refusal(
-            ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyAuthentication", http_status=401
-        )
+    reason = _why_not_sender(box, institution, header)
+    if reason is not None:
+        log.warning("iso_sender_refused", extra={"institution": code, "reason": reason})
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, SENDER_NOT_RECOGNISED)
+    assert institution is not None
+    return institution
+
+
+def _why_not_sender(box: SecretBox, institution: Institution | None, header: Header) -> str | None:
+    """Why the message is not from the institution's Alma, or None when it is.
+
+    Every check runs whatever the outcome of the others, with one decryption and one
+    constant-time comparison even for an unknown institution, so all refusals take one path.
+    """
+    stored = institution.alma_iso18626_security_code_encrypted if institution else None
+    expected = box.decrypt(stored or _stand_in_code(box))
+    given = header.security_code
+    matches = hmac.compare_digest(_digest(given or ""), _digest(expected))
+    allowed_without = institution is not None and institution.alma_iso18626_allow_without_code
+    # A code that is carried must be the right one; only the opt-out admits none.
+    code_ok = matches if stored is not None and given is not None else allowed_without
     checks = (
+        ("unknown_institution", institution is not None),
+        ("inactive_institution", institution is not None and institution.active),
+        ("security_code", code_ok),
         (
-            "supplyingAgencyId",
-            header.supplying_agency,
-            institution.bridge_agency_id_type,
-            institution.bridge_agency_id_value,
+            "supplying_agency",
+            institution is not None
+            and _same_agency(
+                header.supplying_agency,
+                institution.bridge_agency_id_type,
+                institution.bridge_agency_id_value,
+            ),
         ),
         (
-            "requestingAgencyId",
-            header.requesting_agency,
-            institution.alma_agency_id_type,
-            institution.alma_agency_id_value,
+            "requesting_agency",
+            institution is not None
+            and _same_agency(
+                header.requesting_agency,
+                institution.alma_agency_id_type,
+                institution.alma_agency_id_value,
+            ),
         ),
     )
-    for name, given, kind, value in checks:
-        if not _same_agency(given, kind, value):
-            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, name)
-    return institution
+    return next((reason for reason, passed in checks if not passed), None)
+
+
+@lru_cache(maxsize=8)
+def _stand_in_code(box: SecretBox) -> str:
+    """A ciphertext to decrypt when there is no stored code, so that step is never skipped."""
+    return box.encrypt(hashlib.sha256(b"no iso18626 security code").hexdigest())
+
+
+def _digest(code: str) -> bytes:
+    # Equal lengths, so the comparison's time does not depend on how long either code is.
+    return hashlib.sha256(code.encode()).digest()
 
 
 def _same_agency(agency: AgencyId, kind: str | None, value: str | None) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from app.errors import Conflict, NotFound, Unauthorized
@@ -22,6 +25,8 @@ from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
 from app.timeutil import utcnow
 from app.worldshare.client import WorldShareConfig
 
+log = logging.getLogger("illbridge.institutions")
+
 
 def get_by_code(session: Session, code: str) -> Institution:
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
@@ -35,6 +40,20 @@ def list_institutions(session: Session, *, only_id: int | None = None) -> list[I
     if only_id is not None:
         query = query.where(Institution.id == only_id)
     return list(session.exec(query))
+
+
+def warn_of_iso18626_opt_outs(session: Session) -> None:
+    """At start-up, name every institution that takes ISO 18626 messages without a code."""
+    try:
+        codes = session.exec(
+            select(Institution.code).where(Institution.alma_iso18626_allow_without_code)
+        ).all()
+    except SQLAlchemyError as exc:
+        # The process still starts (readiness reports the database); the check waits a restart.
+        log.warning("iso18626_opt_outs_unchecked", extra={"error_type": type(exc).__name__})
+        return
+    for code in codes:
+        log.warning("iso18626_security_code_not_required", extra={"institution": code})
 
 
 def create_institution(session: Session, box: SecretBox, data: InstitutionCreate) -> Institution:

@@ -180,7 +180,7 @@ def test_unknown_request_and_wrong_agency_are_refused(fast_settings, engine):
         assert unknown.error_value == "requestingAgencyRequestId"
         refused = alma_says(system, "ALMA-W", requesting_agency=("ISIL", "SOMEONE-ELSE"))
         assert refused.message_status is MessageStatus.ERROR
-        assert refused.error_value == "requestingAgencyId"
+        assert refused.error_value == "sender not recognised"
         assert system.find("ALMA-W") is None
 
 
@@ -245,7 +245,7 @@ def test_a_message_without_the_institutions_security_code_is_refused(fast_settin
     with running_system(fast_settings, engine) as system:
         refused = alma_says(system, "ALMA-X", security_code=code)
         assert refused.message_status is MessageStatus.ERROR
-        assert refused.error_value == "requestingAgencyAuthentication"
+        assert refused.error_value == "sender not recognised"
         assert system.find("ALMA-X") is None
         exports = system.api("GET", "/api/v1/jobs", params={"kind": "worldshare.export"})
         assert exports.json()["items"] == []

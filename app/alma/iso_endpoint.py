@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
@@ -42,6 +43,11 @@ from app.alma.iso18626 import (
 from app.borrowing import service
 from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest
+from app.borrowing.schemas import (
+    ALMA_REQUEST_ID_MAX_CHARS,
+    ALMA_REQUEST_ID_PATTERN,
+    REQUESTER_USER_ID_MAX_CHARS,
+)
 from app.borrowing.states import AlmaNotice, Trigger
 from app.db import write_session
 from app.institutions.models import Institution
@@ -55,6 +61,7 @@ XML_MEDIA_TYPE = "application/xml"
 SOURCE = "alma_iso18626"
 INBOX_SOURCE = "iso18626"
 SENDER_NOT_RECOGNISED = "sender not recognised"
+ALMA_REQUEST_ID = re.compile(ALMA_REQUEST_ID_PATTERN)
 
 router = APIRouter(tags=["iso18626"])
 
@@ -68,10 +75,11 @@ ACTION_TRIGGERS = {
 class Refusal(Exception):
     """A message the bridge will not take: nothing it says is stored."""
 
-    def __init__(self, error_type: ErrorType, error_value: str):
+    def __init__(self, error_type: ErrorType, error_value: str, *, echo_request_id: bool = True):
         super().__init__(error_value)
         self.error_type = error_type
         self.error_value = error_value
+        self.echo_request_id = echo_request_id
 
 
 @dataclass(frozen=True)
@@ -92,18 +100,22 @@ def _confirmation(
     *,
     error_type: ErrorType | None = None,
     error_value: str | None = None,
+    echo_request_id: bool = True,
 ) -> bytes:
     status = MessageStatus.ERROR if error_type else MessageStatus.OK
+    echo = message.echo
+    if not echo_request_id:
+        echo = replace(echo, requesting_agency_request_id=None)
     if isinstance(message, IsoRequest):
         return encode_request_confirmation(
-            message.echo,
+            echo,
             message_status=status,
             error_type=error_type,
             error_value=error_value,
             timestamp_received=received_at,
         )
     return encode_requesting_agency_message_confirmation(
-        message.echo,
+        echo,
         action=message.action,
         message_status=status,
         error_type=error_type,
@@ -157,6 +169,7 @@ async def receive_iso18626(
         return _xml(encode_error_confirmation(exc, timestamp_received=received_at))
     context = request.app.state.services.context
     try:
+        check_identifiers(message)
         outcome = await run_in_threadpool(
             take_message, context.engine, context.secrets, institution, message
         )
@@ -172,6 +185,7 @@ async def receive_iso18626(
                 received_at,
                 error_type=refusal.error_type,
                 error_value=refusal.error_value,
+                echo_request_id=refusal.echo_request_id,
             )
         )
     metrics.inbound_messages.labels("iso18626", outcome.inbox).inc()
@@ -191,6 +205,25 @@ async def receive_iso18626(
             )
         )
     return _xml(_confirmation(message, received_at))
+
+
+def check_identifiers(message: IsoRequest | RequestingAgencyMessage) -> None:
+    """Refuse ids no Alma sends before anything is looked up or stored with them.
+
+    The refusal names the field and never repeats the value: it may be huge, or a patron's.
+    """
+    request_id = message.header.requesting_agency_request_id
+    if len(request_id) > ALMA_REQUEST_ID_MAX_CHARS or not ALMA_REQUEST_ID.fullmatch(request_id):
+        raise Refusal(
+            ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyRequestId", echo_request_id=False
+        )
+    patron_id = (
+        message.patron["patron_id"] if isinstance(message, IsoRequest) and message.patron else None
+    )
+    if patron_id is not None and (
+        len(patron_id) > REQUESTER_USER_ID_MAX_CHARS or not patron_id.isprintable()
+    ):
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "patronId")
 
 
 def take_message(

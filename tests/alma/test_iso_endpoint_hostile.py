@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 
 import pytest
@@ -11,6 +12,7 @@ from sqlmodel import Session, func, select
 from app.borrowing.models import BorrowingRequest, InboundMessage
 from app.jobs.models import Job
 from app.main import create_app
+from app.observability import JsonFormatter
 from tests.support.factories import make_institution
 from tests.support.iso_messages import (
     ALMA_AGENCY,
@@ -18,6 +20,7 @@ from tests.support.iso_messages import (
     SECURITY_CODE,
     XML,
     confirmation,
+    echoed_request_id,
     iso_message,
 )
 
@@ -127,3 +130,65 @@ def test_overlong_citation_field_is_refused_naming_the_field(client, engine):
     assert (status, kind) == ("ERROR", "UnrecognisedDataValue")
     assert value == "citation title"
     assert stored(engine) == (0, 0, 0)
+
+
+def logged(caplog) -> str:
+    """Every log record as the service writes it, extras included."""
+    return "\n".join(JsonFormatter().format(record) for record in caplog.records)
+
+
+ODD_REQUEST_IDS = {
+    "100k-chars": "A" * 100_000,
+    "129-chars": "A" * 129,
+    "non-ascii-letter": "ÄLMA-1",
+    "arabic-indic-digits": "\u0661\u0662\u0663",
+    "space": "ALMA 1",
+    "slash": "ALMA/1",
+    "markup": "<b>1</b>",
+    "zero-width-space": "ALMA-1\u200b",
+}
+
+
+@pytest.mark.parametrize("request_id", ODD_REQUEST_IDS.values(), ids=ODD_REQUEST_IDS.keys())
+@pytest.mark.parametrize("action", [None, "Received"], ids=["request", "action"])
+def test_an_odd_request_id_is_refused_unechoed_and_nothing_stored(
+    client, engine, caplog, request_id, action
+):
+    caplog.set_level(logging.DEBUG)
+    body = iso_message(request_id=request_id, action=action)
+    response = client.post("/iso18626/UNIV", content=body, headers=XML)
+    assert response.status_code == 200
+    expected = ("ERROR", "UnrecognisedDataValue", "requestingAgencyRequestId")
+    assert confirmation(response.content) == expected
+    assert echoed_request_id(response.content) is None
+    assert request_id not in response.content.decode()
+    assert request_id not in logged(caplog)
+    assert stored(engine) == (0, 0, 0)
+
+
+def test_a_request_id_of_128_safe_characters_is_taken(client, engine):
+    request_id = "Az09-_.:" * 16
+    response = client.post(
+        "/iso18626/UNIV", content=iso_message(request_id=request_id), headers=XML
+    )
+    assert confirmation(response.content)[0] == "OK"
+    assert stored(engine) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "patron_id", ["P" * 256, "P" * 100_000, "P-1\tP-2"], ids=["256-chars", "100k-chars", "tab"]
+)
+def test_an_odd_patron_id_is_refused_unechoed_and_nothing_stored(client, engine, caplog, patron_id):
+    caplog.set_level(logging.DEBUG)
+    response = client.post("/iso18626/UNIV", content=iso_message(patron_id=patron_id), headers=XML)
+    assert response.status_code == 200
+    assert confirmation(response.content) == ("ERROR", "UnrecognisedDataValue", "patronId")
+    assert patron_id not in response.content.decode()
+    assert patron_id not in logged(caplog)
+    assert stored(engine) == (0, 0, 0)
+
+
+def test_a_patron_id_of_255_characters_is_taken(client, engine):
+    response = client.post("/iso18626/UNIV", content=iso_message(patron_id="P" * 255), headers=XML)
+    assert confirmation(response.content)[0] == "OK"
+    assert stored(engine) == (1, 1, 1)

@@ -28,6 +28,14 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000", description="Where this service is reachable"
     )
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        description="When set, /metrics needs `Authorization: Bearer <it>`",
+    )
+    metrics_cache_seconds: float = Field(
+        default=15.0, ge=0, description="How long /metrics reuses its database gauges"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # Bounded by the connection pool (40) and the thread pool handlers' database steps use.

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -70,7 +71,10 @@ def configure_logging(level: str = "INFO") -> None:
 class Metrics:
     """The service's Prometheus instruments, on a registry of its own (one per app)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats_max_age_seconds: float = 15.0) -> None:
+        self.stats_max_age_seconds = stats_max_age_seconds
+        self._stats_read_at: float | None = None
+        self._stats_lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.http_requests = Histogram(
             "illbridge_http_request_duration_seconds",
@@ -113,6 +117,22 @@ class Metrics:
             "How long the oldest due job has waited",
             registry=self.registry,
         )
+
+    def refresh_stats(self, read: Callable[[], Any]) -> None:
+        """Set the gauges from `read()` unless they were read less than the max age ago.
+
+        The counts are aggregates over whole tables: however often and by however many anyone
+        scrapes, the database answers them once per window (one scrape reads, the others wait).
+        """
+        with self._stats_lock:
+            now = time.monotonic()
+            fresh = self._stats_read_at is not None and (
+                now - self._stats_read_at < self.stats_max_age_seconds
+            )
+            if fresh:
+                return
+            self.observe_stats(read())
+            self._stats_read_at = now
 
     def observe_stats(self, stats: Any) -> None:
         """Set the gauges from a `Stats` read at scrape time (shared by all processes)."""

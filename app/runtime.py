@@ -17,6 +17,7 @@ from sqlmodel import Session
 from app.config import Settings
 from app.db import create_db_engine, read_session, write_session
 from app.institutions.secrets import SecretBox, load_secret_box
+from app.institutions.service import warn_of_iso18626_opt_outs
 from app.observability import Metrics
 from app.worldshare.auth import TokenCache
 
@@ -68,6 +69,8 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
     """The engine and the shared HTTP client for the life of a process."""
     engine = create_db_engine(settings.database_url)
     try:
+        with read_session(engine) as session:
+            warn_of_iso18626_opt_outs(session)
         async with new_http_client(settings) as http:
             yield Runtime(
                 settings=settings,

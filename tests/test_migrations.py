@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.db import create_db_engine
 from app.migrations import downgrade, upgrade
@@ -58,3 +58,29 @@ def test_upgrade_downgrade_upgrade(empty_database):
 
     upgrade(empty_database)
     assert _differences(empty_database) == []
+
+
+def test_institutions_from_before_the_opt_out_must_send_the_security_code(empty_database):
+    upgrade(empty_database, "0001")
+    engine = create_db_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO institution (code, name, active, cancel_reason, stale_after_days,"
+                    " patron_due_date_offset_days, retention_days, poll_interval_seconds,"
+                    " status_map, created_at, updated_at) VALUES ('OLD', 'Old', true, 'X', 1, 1,"
+                    " 1, 1, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(empty_database, "0003")
+        with engine.connect() as connection:
+            opted_out = connection.execute(
+                text("SELECT alma_iso18626_allow_without_code FROM institution")
+            ).scalar_one()
+        assert opted_out is not None and not opted_out  # SQLite answers 0, PostgreSQL False
+        downgrade(empty_database, "0001")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT code FROM institution")).scalar_one() == "OLD"
+    finally:
+        engine.dispose()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from app.api.deps import AppRuntime, Reader, ReadSession
 from app.borrowing import queries
-from app.errors import ERROR_RESPONSES, ErrorEnvelope, envelope
+from app.db import read_session
+from app.errors import ERROR_RESPONSES, ErrorEnvelope, Unauthorized, envelope
 from app.jobs import queue
 from app.jobs.models import JobStatus
 from app.jobs.schemas import Stats
@@ -57,13 +64,45 @@ def stats(token: Reader, session: ReadSession) -> Stats:
     return compute_stats(session, token.institution_id)
 
 
+_metrics_bearer = HTTPBearer(
+    scheme_name="MetricsToken",
+    auto_error=False,
+    description="ILLBRIDGE_METRICS_TOKEN; needed only when it is set",
+)
+
+
+def _require_metrics_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics_bearer)],
+) -> None:
+    expected: SecretStr | None = request.app.state.settings.metrics_token
+    if expected is None:
+        return
+    # Digests have one length, so the comparison's time says nothing about the token's.
+    if credentials is None or not hmac.compare_digest(
+        hashlib.sha256(credentials.credentials.encode()).digest(),
+        hashlib.sha256(expected.get_secret_value().encode()).digest(),
+    ):
+        raise Unauthorized("a valid metrics token is required")
+
+
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}, 503: ERROR_RESPONSES[503]},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"model": ErrorEnvelope, "description": "ILLBRIDGE_METRICS_TOKEN is set and not sent"},
+        503: ERROR_RESPONSES[503],
+    },
+    dependencies=[Depends(_require_metrics_token)],
 )
-def metrics(request: Request, session: ReadSession) -> Response:
-    """Prometheus text format; the queue and request gauges are read from the database."""
+def metrics(request: Request, runtime: AppRuntime) -> Response:
+    """Prometheus text format; the database gauges are re-read at most every 15 s (settable)."""
+
+    def read() -> Stats:
+        with read_session(runtime.engine) as session:
+            return compute_stats(session, None)
+
     instruments = request.app.state.metrics
-    instruments.observe_stats(compute_stats(session, None))
+    instruments.refresh_stats(read)
     return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,16 +1,21 @@
 """`POST /iso18626/{institution}`: the bridge as Alma's ISO 18626 partner of last resort.
 
-A message is parsed safely, checked against the institution's agency ids, stored with the jobs it
-causes in one transaction, and only then confirmed. Whatever is wrong with a message is answered
-with the matching confirmation, `messageStatus` ERROR and an `errorType` from the closed list.
+A message is parsed safely, its ids bounded, its sender checked (the institution's security code
+and agency ids), stored with the jobs it causes in one transaction, and only then confirmed.
+Whatever is wrong with a message is answered with the matching confirmation, `messageStatus`
+ERROR and an `errorType` from the closed list. A sender the bridge will not take gets one answer
+whatever the reason, so the answer tells a prober nothing; the log tells operators why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -18,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.alma.iso18626 import (
     AgencyId,
@@ -38,8 +43,12 @@ from app.api.deps import AppRuntime, WakeWorker
 from app.borrowing import service
 from app.borrowing.citation import Citation
 from app.borrowing.models import InboxOutcome, InboxSource, RequestOrigin
+from app.borrowing.schemas import (
+    ALMA_REQUEST_ID_MAX_CHARS,
+    ALMA_REQUEST_ID_PATTERN,
+    REQUESTER_USER_ID_MAX_CHARS,
+)
 from app.db import write_session
-from app.errors import NotFound
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.timeutil import utcnow
@@ -49,6 +58,8 @@ log = logging.getLogger("illbridge.iso18626")
 
 ISO_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 XML_MEDIA_TYPE = "application/xml"
+SENDER_NOT_RECOGNISED = "sender not recognised"
+ALMA_REQUEST_ID = re.compile(ALMA_REQUEST_ID_PATTERN)
 
 router = APIRouter(tags=["iso18626"])
 
@@ -56,11 +67,11 @@ router = APIRouter(tags=["iso18626"])
 class Refusal(Exception):
     """A message the bridge will not take: nothing it says is stored."""
 
-    def __init__(self, error_type: ErrorType, error_value: str, *, http_status: int = 200):
+    def __init__(self, error_type: ErrorType, error_value: str, *, echo_request_id: bool = True):
         super().__init__(error_value)
         self.error_type = error_type
         self.error_value = error_value
-        self.http_status = http_status
+        self.echo_request_id = echo_request_id
 
 
 @dataclass(frozen=True)
@@ -81,18 +92,22 @@ def _confirmation(
     *,
     error_type: ErrorType | None = None,
     error_value: str | None = None,
+    echo_request_id: bool = True,
 ) -> bytes:
     status = MessageStatus.ERROR if error_type else MessageStatus.OK
+    echo = message.echo
+    if not echo_request_id:
+        echo = replace(echo, requesting_agency_request_id=None)
     if isinstance(message, IsoRequest):
         return encode_request_confirmation(
-            message.echo,
+            echo,
             message_status=status,
             error_type=error_type,
             error_value=error_value,
             timestamp_received=received_at,
         )
     return encode_requesting_agency_message_confirmation(
-        message.echo,
+        echo,
         action=message.action,
         message_status=status,
         error_type=error_type,
@@ -109,13 +124,10 @@ def _confirmation(
         200: {
             "content": {XML_MEDIA_TYPE: {}},
             "description": "A requestConfirmation or requestingAgencyMessageConfirmation, "
-            "messageStatus OK or ERROR (with errorData)",
+            "messageStatus OK or ERROR (with errorData). A sender not taken (unknown or "
+            "inactive institution, wrong or missing security code, wrong agency id) gets "
+            f"errorType UnrecognisedDataValue, errorValue '{SENDER_NOT_RECOGNISED}'",
         },
-        401: {
-            "content": {XML_MEDIA_TYPE: {}},
-            "description": "Missing or wrong requestingAgencyAuthentication/securityCode",
-        },
-        404: {"content": {XML_MEDIA_TYPE: {}}, "description": "Unknown institution"},
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
     },
@@ -151,6 +163,7 @@ async def receive_iso18626(
         )
         return _xml(encode_error_confirmation(exc, timestamp_received=received_at))
     try:
+        check_identifiers(message)
         outcome = await run_in_threadpool(
             take_message, runtime.engine, runtime.secrets, institution, message
         )
@@ -166,8 +179,8 @@ async def receive_iso18626(
                 received_at,
                 error_type=refusal.error_type,
                 error_value=refusal.error_value,
-            ),
-            refusal.http_status,
+                echo_request_id=refusal.echo_request_id,
+            )
         )
     metrics.inbound_messages.labels("iso18626", outcome.inbox).inc()
     log.info(
@@ -186,6 +199,25 @@ async def receive_iso18626(
             )
         )
     return _xml(_confirmation(message, received_at))
+
+
+def check_identifiers(message: IsoRequest | RequestingAgencyMessage) -> None:
+    """Refuse ids no Alma sends before anything is looked up or stored with them.
+
+    The refusal names the field and never repeats the value: it may be huge, or a patron's.
+    """
+    request_id = message.header.requesting_agency_request_id
+    if len(request_id) > ALMA_REQUEST_ID_MAX_CHARS or not ALMA_REQUEST_ID.fullmatch(request_id):
+        raise Refusal(
+            ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyRequestId", echo_request_id=False
+        )
+    patron_id = (
+        message.patron["patron_id"] if isinstance(message, IsoRequest) and message.patron else None
+    )
+    if patron_id is not None and (
+        len(patron_id) > REQUESTER_USER_ID_MAX_CHARS or not patron_id.isprintable()
+    ):
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "patronId")
 
 
 def take_message(
@@ -213,35 +245,63 @@ def _partner_institution(
     session: Session, box: SecretBox, code: str, header: Header
 ) -> Institution:
     """The institution the message is for, if it comes from that institution's Alma."""
-    try:
-        institution = intake.intake_institution(session, code)
-    except NotFound:
-        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "institution", http_status=404) from None
-    expected_code = institution.alma_iso18626_security_code_encrypted
-    if expected_code is not None and not hmac.compare_digest(
-        (header.security_code or "").encode(), box.decrypt(expected_code).encode()
-    ):
-        raise Refusal(
-            ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyAuthentication", http_status=401
-        )
+    institution = session.exec(select(Institution).where(Institution.code == code)).first()
+    reason = _why_not_sender(box, institution, header)
+    if reason is not None:
+        log.warning("iso_sender_refused", extra={"institution": code, "reason": reason})
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, SENDER_NOT_RECOGNISED)
+    assert institution is not None
+    return institution
+
+
+def _why_not_sender(box: SecretBox, institution: Institution | None, header: Header) -> str | None:
+    """Why the message is not from the institution's Alma, or None when it is.
+
+    Every check runs whatever the outcome of the others, with one decryption and one
+    constant-time comparison even for an unknown institution, so all refusals take one path.
+    """
+    stored = institution.alma_iso18626_security_code_encrypted if institution else None
+    expected = box.decrypt(stored or _stand_in_code(box))
+    given = header.security_code
+    matches = hmac.compare_digest(_digest(given or ""), _digest(expected))
+    allowed_without = institution is not None and institution.alma_iso18626_allow_without_code
+    # A code that is carried must be the right one; only the opt-out admits none.
+    code_ok = matches if stored is not None and given is not None else allowed_without
     checks = (
+        ("unknown_institution", institution is not None),
+        ("inactive_institution", institution is not None and institution.active),
+        ("security_code", code_ok),
         (
-            "supplyingAgencyId",
-            header.supplying_agency,
-            institution.bridge_agency_id_type,
-            institution.bridge_agency_id_value,
+            "supplying_agency",
+            institution is not None
+            and _same_agency(
+                header.supplying_agency,
+                institution.bridge_agency_id_type,
+                institution.bridge_agency_id_value,
+            ),
         ),
         (
-            "requestingAgencyId",
-            header.requesting_agency,
-            institution.alma_agency_id_type,
-            institution.alma_agency_id_value,
+            "requesting_agency",
+            institution is not None
+            and _same_agency(
+                header.requesting_agency,
+                institution.alma_agency_id_type,
+                institution.alma_agency_id_value,
+            ),
         ),
     )
-    for name, given, kind, value in checks:
-        if not _same_agency(given, kind, value):
-            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, name)
-    return institution
+    return next((reason for reason, passed in checks if not passed), None)
+
+
+@lru_cache(maxsize=8)
+def _stand_in_code(box: SecretBox) -> str:
+    """A ciphertext to decrypt when there is no stored code, so that step is never skipped."""
+    return box.encrypt(hashlib.sha256(b"no iso18626 security code").hexdigest())
+
+
+def _digest(code: str) -> bytes:
+    # Equal lengths, so the comparison's time does not depend on how long either code is.
+    return hashlib.sha256(code.encode()).digest()
 
 
 def _same_agency(agency: AgencyId, kind: str | None, value: str | None) -> bool:

@@ -10,15 +10,23 @@ from pydantic import BaseModel, Field, model_validator
 from app.borrowing.citation import Citation
 from app.validation import StrictInput
 
+ALMA_REQUEST_ID_MAX_CHARS = 128
+# ASCII only: `\w` would admit the letters and digits of every script.
+ALMA_REQUEST_ID_PATTERN = r"^[A-Za-z0-9_\-.:]+$"
+REQUESTER_USER_ID_MAX_CHARS = 255
+
 
 class BorrowingRequestCreate(StrictInput):
     """An unfilled Alma borrowing request, in Alma's own field names."""
 
     institution: Annotated[str, Field(min_length=1, max_length=64)]
-    alma_request_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w\-.:]+$")]
-    requester_user_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
-        default=None, description="Kept only to talk to Alma; never sent to WorldShare"
-    )
+    alma_request_id: Annotated[
+        str,
+        Field(min_length=1, max_length=ALMA_REQUEST_ID_MAX_CHARS, pattern=ALMA_REQUEST_ID_PATTERN),
+    ]
+    requester_user_id: (
+        Annotated[str, Field(min_length=1, max_length=REQUESTER_USER_ID_MAX_CHARS)] | None
+    ) = Field(default=None, description="Kept only to talk to Alma; never sent to WorldShare")
     citation: Citation
 
 

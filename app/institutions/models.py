@@ -26,6 +26,7 @@ class Institution(SQLModel, table=True):
     alma_webhook_secrets_encrypted: str | None = Field(default=None)
     alma_iso18626_url: str | None = Field(default=None, max_length=500)
     alma_iso18626_security_code_encrypted: str | None = Field(default=None)
+    alma_iso18626_allow_without_code: bool = Field(default=False)
     alma_agency_id_type: str | None = Field(default=None, max_length=64)
     alma_agency_id_value: str | None = Field(default=None, max_length=128)
     bridge_agency_id_type: str | None = Field(default=None, max_length=64)

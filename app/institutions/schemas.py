@@ -49,8 +49,13 @@ class AlmaSettingsIn(StrictInput):
     iso18626_url: Url | None = None
     iso18626_security_code: Secret | None = Field(
         default=None,
-        description="When set, Alma's ISO 18626 messages must carry it as "
+        description="Alma's ISO 18626 messages must carry it as "
         "requestingAgencyAuthentication/securityCode",
+    )
+    iso18626_allow_without_code: bool | None = Field(
+        default=None,
+        description="Take ISO 18626 messages that carry no security code (default false); "
+        "logged as a warning at start-up",
     )
     agency_id: AgencyId | None = Field(default=None, description="Alma's own ISO 18626 agency id")
     bridge_agency_id: AgencyId | None = Field(
@@ -118,6 +123,7 @@ class AlmaSettingsOut(BaseModel):
     webhook_secrets_set: int = Field(description="How many webhook secrets are configured")
     iso18626_url: str | None
     iso18626_security_code_set: bool
+    iso18626_allow_without_code: bool
     agency_id: AgencyIdOut | None
     bridge_agency_id: AgencyIdOut | None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.errors import Conflict, NotFound, Unauthorized
@@ -20,6 +23,8 @@ from app.institutions.schemas import (
 )
 from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
 from app.timeutil import utcnow
+
+log = logging.getLogger("illbridge.institutions")
 
 
 def get_by_code(session: Session, code: str) -> Institution:
@@ -44,6 +49,20 @@ def list_institutions(session: Session, *, only_id: int | None = None) -> list[I
     if only_id is not None:
         query = query.where(Institution.id == only_id)
     return list(session.exec(query))
+
+
+def warn_of_iso18626_opt_outs(session: Session) -> None:
+    """At start-up, name every institution that takes ISO 18626 messages without a code."""
+    try:
+        codes = session.exec(
+            select(Institution.code).where(Institution.alma_iso18626_allow_without_code)
+        ).all()
+    except SQLAlchemyError as exc:
+        # The process still starts (readiness reports the database); the check waits a restart.
+        log.warning("iso18626_opt_outs_unchecked", extra={"error_type": type(exc).__name__})
+        return
+    for code in codes:
+        log.warning("iso18626_security_code_not_required", extra={"institution": code})
 
 
 def create_institution(session: Session, box: SecretBox, data: InstitutionCreate) -> Institution:
@@ -93,6 +112,8 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
         institution.alma_iso18626_security_code_encrypted = box.encrypt(
             alma.iso18626_security_code.get_secret_value()
         )
+    if alma.iso18626_allow_without_code is not None:
+        institution.alma_iso18626_allow_without_code = alma.iso18626_allow_without_code
     if alma.agency_id is not None:
         institution.alma_agency_id_type = alma.agency_id.type
         institution.alma_agency_id_value = alma.agency_id.value
@@ -153,6 +174,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             iso18626_url=institution.alma_iso18626_url,
             iso18626_security_code_set=institution.alma_iso18626_security_code_encrypted
             is not None,
+            iso18626_allow_without_code=institution.alma_iso18626_allow_without_code,
             agency_id=agency(institution.alma_agency_id_type, institution.alma_agency_id_value),
             bridge_agency_id=agency(
                 institution.bridge_agency_id_type, institution.bridge_agency_id_value

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import httpx
 
-from app.alma.iso18626 import Action
+from app.alma.iso18626 import (
+    Action,
+    MessageStatus,
+    RequestConfirmation,
+    RequestingAgencyMessageConfirmation,
+)
 from app.config import VAR_DIR, Settings
 from app.db import create_db_engine, write_session
 from app.institutions import service
@@ -106,7 +111,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             raise SystemExit(f"the request did not reach {states} in time")
 
         print(f"Alma → bridge: request {alma_request_id} (the rota reached its last partner)")
-        await send_request(
+        confirmation = await send_request(
             http,
             iso_url,
             request_id=alma_request_id,
@@ -125,6 +130,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             supplying_agency=DEMO_BRIDGE_AGENCY,
             security_code=DEMO_SECURITY_CODE,
         )
+        _must_be_taken(confirmation, "the request")
         exported = await wait_for_state("exported")
         print("lender (WorldShare sandbox) ships the item")
         await http.post(
@@ -133,7 +139,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         await wait_for_state("shipped")
         for action in (Action.RECEIVED, Action.RENEW):
             print(f"Alma → bridge: {action.value}")
-            await send_action(
+            confirmed = await send_action(
                 http,
                 iso_url,
                 request_id=alma_request_id,
@@ -142,6 +148,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 supplying_agency=DEMO_BRIDGE_AGENCY,
                 security_code=DEMO_SECURITY_CODE,
             )
+            _must_be_taken(confirmed, action.value)
         print("lender approves the renewal")
         await http.post(
             f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/renewal",
@@ -149,7 +156,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         )
         await wait_for_state("in_library")
         print("Alma → bridge: ShippedReturn")
-        await send_action(
+        confirmed = await send_action(
             http,
             iso_url,
             request_id=alma_request_id,
@@ -158,6 +165,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             supplying_agency=DEMO_BRIDGE_AGENCY,
             security_code=DEMO_SECURITY_CODE,
         )
+        _must_be_taken(confirmed, Action.SHIPPED_RETURN.value)
         await wait_for_state("closed")
         messages = await http.get(
             f"{base}{ALMA_PREFIX}/_sandbox/messages", params={"request_id": alma_request_id}
@@ -167,6 +175,19 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             answer = f" {message['answerYesNo']}" if message["answerYesNo"] else ""
             due = f" due {message['dueDate']}" if message["dueDate"] else ""
             print(f"  {message['reasonForMessage']} {message['status']}{answer}{due}")
+
+
+def _must_be_taken(
+    confirmation: RequestConfirmation | RequestingAgencyMessageConfirmation, what: str
+) -> None:
+    """Stop at once when the bridge refuses, rather than wait for a state that cannot come."""
+    if confirmation.message_status is not MessageStatus.OK:
+        error_type = confirmation.error_type.value if confirmation.error_type else "ERROR"
+        raise SystemExit(
+            f"the bridge refused {what}: {error_type} {confirmation.error_value!r} "
+            f"(the {DEMO_CODE} institution must have alma.iso18626_security_code "
+            "set as `illbridge sandbox-seed` sets it)"
+        )
 
 
 def read_demo_token() -> str:

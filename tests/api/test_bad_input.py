@@ -95,6 +95,8 @@ REQUEST_BODIES = {
     "title-is-number": citation_body("UNIV", "A1", citation={"title": 5}),
     "citation-is-list": citation_body("UNIV", "A1", citation=["T"]),
     "id-with-space": citation_body("UNIV", "A 1"),
+    "id-with-non-ascii-letter": citation_body("UNIV", "ÄLMA-1"),
+    "id-with-non-ascii-digits": citation_body("UNIV", "\u0661\u0662"),
     "id-is-int": {**citation_body("UNIV", "A1"), "alma_request_id": 1},
     "huge-id": citation_body("UNIV", HUGE),
     "huge-institution": citation_body(HUGE, "A1"),

@@ -81,6 +81,7 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "webhook_secrets_set": 2,
         "iso18626_url": "https://univ.alma.exlibrisgroup.com/rapido/iso18626",
         "iso18626_security_code_set": True,
+        "iso18626_allow_without_code": False,
         "agency_id": {"type": "ISIL", "value": "DE-1"},
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
     }

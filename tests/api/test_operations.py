@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from app.config import Settings
 from app.main import create_app
@@ -70,6 +76,90 @@ def test_metrics_expose_gauges_and_route_templates(settings, engine):
     assert {label["method"] for label in labels} <= {"GET", "POST", "other"}
 
 
+@contextmanager
+def counted_statements() -> Iterator[list[str]]:
+    """The SQL statements any engine of this process runs while the block is open."""
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+
+def _gauges(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(DATABASE_GAUGES)]
+
+
+DATABASE_GAUGES = (
+    "illbridge_requests",
+    "illbridge_jobs{",
+    "illbridge_queue_depth",
+    "illbridge_oldest_queued_job_age_seconds",
+)
+
+
+def test_two_scrapes_within_the_window_read_the_database_once(settings, engine):
+    make_institution(engine, settings)
+    token = bearer(make_token(engine, ["admin"]))
+    with TestClient(create_app(settings)) as client:
+        client.post("/api/v1/requests", json=citation_body("UNIV", "A-1"), headers=token)
+        with counted_statements() as statements:
+            first = client.get("/metrics")
+            read_by_first = len(statements)
+            client.post("/api/v1/requests", json=citation_body("UNIV", "A-2"), headers=token)
+            statements.clear()
+            second = client.get("/metrics")
+    assert first.status_code == second.status_code == 200
+    assert read_by_first >= 4  # requests by state, flagged, jobs by status, queue depth
+    assert statements == []
+    # The second scrape shows the first one's figures, not A-2.
+    assert _gauges(second.text) == _gauges(first.text)
+    assert 'illbridge_requests{state="received"} 1.0' in second.text
+
+
+def test_with_no_cache_window_every_scrape_reads_the_database(settings, engine):
+    make_institution(engine, settings)
+    token = bearer(make_token(engine, ["admin"]))
+    uncached = settings.model_copy(update={"metrics_cache_seconds": 0})
+    with TestClient(create_app(uncached)) as client:
+        client.get("/metrics")
+        client.post("/api/v1/requests", json=citation_body("UNIV", "A-1"), headers=token)
+        with counted_statements() as statements:
+            second = client.get("/metrics")
+    assert statements
+    assert 'illbridge_requests{state="received"} 1.0' in second.text
+
+
+METRICS_TOKEN = "scrape-7d0c2e9a41"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong", f"Bearer {METRICS_TOKEN}x", f"Basic {METRICS_TOKEN}", METRICS_TOKEN],
+    ids=["missing", "wrong", "longer", "basic", "no-scheme"],
+)
+def test_metrics_with_a_token_configured_refuse_other_callers(settings, authorization):
+    guarded = settings.model_copy(update={"metrics_token": SecretStr(METRICS_TOKEN)})
+    headers = {"Authorization": authorization} if authorization else {}
+    with TestClient(create_app(guarded)) as client:
+        response = client.get("/metrics", headers=headers)
+    assert assert_envelope(response, 401)["error"] == "unauthorized"
+    assert METRICS_TOKEN not in response.text
+
+
+def test_metrics_with_a_token_configured_admit_its_bearer(settings):
+    guarded = settings.model_copy(update={"metrics_token": SecretStr(METRICS_TOKEN)})
+    with TestClient(create_app(guarded)) as client:
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200
+    assert "illbridge_queue_depth" in response.text
+
+
 def test_documentation_is_served(settings):
     with TestClient(create_app(settings)) as client:
         for path in ("/docs", "/redoc"):
@@ -108,3 +198,8 @@ def test_every_declared_error_uses_the_envelope(settings):
                 assert {"401", "403", "422"} <= set(operation["responses"]), (method, path)
     assert declared > 0
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_an_empty_metrics_token_is_refused_not_taken_as_no_token():
+    with pytest.raises(ValidationError):
+        Settings(metrics_token="")

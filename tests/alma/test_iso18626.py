@@ -35,9 +35,7 @@ from app.alma.iso18626 import (
     SupplyingAgencyMessage,
     SupplyingAgencyMessageConfirmation,
     encode_error_confirmation,
-    encode_request,
     encode_request_confirmation,
-    encode_requesting_agency_message,
     encode_requesting_agency_message_confirmation,
     encode_supplying_agency_message,
     encode_supplying_agency_message_confirmation,
@@ -47,6 +45,7 @@ from app.alma.iso18626 import (
 )
 from app.borrowing.citation import Citation
 from app.borrowing.states import AlmaNotice
+from app.sandbox.iso_requester_messages import encode_request, encode_requesting_agency_message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT.parent / "shared" / "reference" / "iso18626" / "examples"
@@ -254,8 +253,8 @@ RECEIVED_AT = SENT_AT - timedelta(seconds=2)
                 SENT_AT,
                 RECEIVED_AT,
                 MessageStatus.ERROR,
-                ErrorType.BADLY_FORMED_MESSAGE,
-                "not well-formed XML",
+                error_type=ErrorType.BADLY_FORMED_MESSAGE,
+                error_value="not well-formed XML",
             ),
         ),
         (
@@ -286,8 +285,8 @@ RECEIVED_AT = SENT_AT - timedelta(seconds=2)
                 RECEIVED_AT,
                 MessageStatus.ERROR,
                 ReasonForMessage.RENEW_RESPONSE,
-                ErrorType.UNRECOGNISED_DATA_VALUE,
-                "requestingAgencyRequestId RS-9",
+                error_type=ErrorType.UNRECOGNISED_DATA_VALUE,
+                error_value="requestingAgencyRequestId RS-9",
             ),
         ),
     ],

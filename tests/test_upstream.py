@@ -52,6 +52,7 @@ async def test_a_redirect_is_not_followed_and_is_permanent(router: respx.MockRou
         (httpx.ReadTimeout("slow"), True),
         (httpx.RemoteProtocolError("gone"), True),
     ],
+    ids=["connect-timeout", "pool-timeout", "read-timeout", "connection-dropped"],
 )
 async def test_transport_failures_say_whether_the_request_may_have_been_sent(
     router: respx.MockRouter, failure: Exception, may_have_been_sent: bool

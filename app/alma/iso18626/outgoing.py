@@ -38,6 +38,8 @@ from app.alma.iso18626.profile import AlmaProfile
 from app.alma.iso18626.validation import validate
 from app.borrowing.states import AlmaNotice
 
+# --- writing XML ------------------------------------------------------------------------------
+
 
 def _xs_datetime(moment: datetime) -> str:
     if moment.tzinfo is None:
@@ -94,6 +96,9 @@ def _header_element(message: etree._Element, header: Header) -> None:
         _sub(authentication, "securityCode", header.security_code)
 
 
+# --- confirmations ----------------------------------------------------------------------------
+
+
 class ConfirmationDetails(TypedDict, total=False):
     """What a confirmation may add; both timestamps default to now."""
 
@@ -105,9 +110,8 @@ class ConfirmationDetails(TypedDict, total=False):
 
 def encode_confirmation(confirmation: Confirmation) -> bytes:
     """Any of the three confirmations; an ERROR one needs an error_type, an OK one has none."""
-    if (confirmation.message_status is MessageStatus.ERROR) != (
-        confirmation.error_type is not None
-    ):
+    is_error = confirmation.message_status is MessageStatus.ERROR
+    if is_error != (confirmation.error_type is not None):
         raise ValueError("an ERROR confirmation needs an error_type, an OK one must not have one")
     echo = confirmation.echo
     root, message = _document(confirmation.kind)
@@ -194,6 +198,9 @@ def encode_error_confirmation(
         timestamp_received=timestamp_received,
     )
     return _confirm(confirmation_for(error.kind), error.echo, MessageStatus.ERROR, details)
+
+
+# --- supplyingAgencyMessage -------------------------------------------------------------------
 
 
 def encode_supplying_agency_message(

@@ -1,16 +1,22 @@
-"""Failures of outbound calls, classified in one place for every upstream client.
+"""Outbound calls and their failures, in one place for every upstream client.
 
-Job handlers let these propagate: the worker retries `TransientUpstreamError` (honouring
-`retry_after`) and dead-letters `PermanentUpstreamError`. Messages never carry secrets,
-tokens, bodies or patron data, only status codes and the upstream's own failure codes.
+`call` makes one HTTP request the same way for every upstream; job handlers let its failures
+propagate: the worker retries `TransientUpstreamError` (honouring `retry_after`) and
+dead-letters `PermanentUpstreamError`. Messages never carry secrets, tokens, bodies or patron
+data, only status codes and the upstream's own failure codes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+
+# Failures raised before a byte of the request could have left: retrying cannot duplicate it.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class UpstreamError(Exception):
@@ -25,7 +31,8 @@ class UpstreamError(Exception):
 class TransientUpstreamError(UpstreamError):
     """Worth retrying later: timeouts, connection errors, 429, 5xx.
 
-    `may_have_been_sent` is False only when the request surely never reached the upstream.
+    ``may_have_been_sent`` is False only when the request surely never reached the upstream
+    (connection refused, connect or pool timeout): retrying a create then cannot duplicate it.
     """
 
     def __init__(
@@ -76,7 +83,7 @@ def transport_failure(upstream: str, exc: httpx.TransportError) -> TransientUpst
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
     return TransientUpstreamError(
         f"{upstream}: {kind} ({type(exc).__name__})",
-        may_have_been_sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+        may_have_been_sent=not isinstance(exc, _NOTHING_SENT),
     )
 
 
@@ -93,3 +100,29 @@ def status_failure(
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
     return PermanentUpstreamError(text, status_code=status, codes=codes)
+
+
+async def call(
+    http: httpx.AsyncClient, upstream: str, method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """One request through the shared client, its whole body read, redirects never followed.
+
+    httpx's timeouts bound each read, so an upstream trickling bytes could hold a call for
+    ever; the client's read timeout (``settings.outbound_timeout_seconds``) also bounds the
+    whole call: connect, send and the entire body. Transport failures and an overrun raise
+    `TransientUpstreamError`, a redirect `PermanentUpstreamError`; any other response is the
+    caller's to judge.
+    """
+    try:
+        async with asyncio.timeout(http.timeout.read):
+            response = await http.request(method, url, follow_redirects=False, **kwargs)
+    except httpx.TransportError as exc:
+        raise transport_failure(upstream, exc) from None
+    except TimeoutError:
+        # Past the deadline the request may well have been sent (the default says so).
+        raise TransientUpstreamError(
+            f"{upstream}: timeout (whole call over its deadline)"
+        ) from None
+    if response.is_redirect:
+        raise status_failure(upstream, response, detail="redirect not followed")
+    return response

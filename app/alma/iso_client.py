@@ -10,26 +10,23 @@ from app.alma.iso18626 import (
     SupplyingAgencyMessageConfirmation,
     parse_message,
 )
-from app.upstream import PermanentUpstreamError, status_failure, transport_failure
+from app.upstream import PermanentUpstreamError, call, status_failure
 
 UPSTREAM = "Alma ISO 18626"
-TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 async def send_supplier_message(
     http: httpx.AsyncClient, url: str, message: bytes
 ) -> SupplyingAgencyMessageConfirmation:
     """POST one message; a confirmation with messageStatus OK, or a classified failure."""
-    try:
-        response = await http.post(
-            url,
-            content=message,
-            headers={"Content-Type": "application/xml", "Accept": "application/xml"},
-            timeout=TIMEOUT,
-            follow_redirects=False,
-        )
-    except httpx.TransportError as exc:
-        raise transport_failure(UPSTREAM, exc) from None
+    response = await call(
+        http,
+        UPSTREAM,
+        "POST",
+        url,
+        content=message,
+        headers={"Content-Type": "application/xml", "Accept": "application/xml"},
+    )
     if not response.is_success:
         raise status_failure(UPSTREAM, response)
     try:

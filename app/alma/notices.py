@@ -11,6 +11,7 @@ from datetime import date
 from app.alma.iso18626 import (
     ALMA_DEFAULT,
     AgencyId,
+    AlmaProfile,
     Header,
     Status,
     supplier_message,
@@ -48,7 +49,10 @@ class NoticeSubject:
     item_barcode: str | None
 
 
-def build_notice(kind: AlmaNotice, subject: NoticeSubject) -> bytes:
+def build_notice(
+    kind: AlmaNotice, subject: NoticeSubject, profile: AlmaProfile = ALMA_DEFAULT
+) -> bytes:
+    """The message for ``kind``, in the dialect of the institution's Alma (``profile``)."""
     now = utcnow()
     header = Header(
         supplying_agency=subject.bridge_agency,
@@ -62,7 +66,7 @@ def build_notice(kind: AlmaNotice, subject: NoticeSubject) -> bytes:
         AlmaNotice.RENEW_YES,
     )
     return supplier_message(
-        ALMA_DEFAULT,
+        profile,
         kind,
         header,
         status=ISO_STATUS[subject.state] if kind in _CURRENT_STATUS_KINDS else None,

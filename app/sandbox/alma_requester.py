@@ -28,11 +28,10 @@ from app.alma.iso18626 import (
     RequestingAgencyMessageConfirmation,
     SupplyingAgencyMessage,
     encode_error_confirmation,
-    encode_request,
-    encode_requesting_agency_message,
     encode_supplying_agency_message_confirmation,
     parse_message,
 )
+from app.sandbox.iso_requester_messages import encode_request, encode_requesting_agency_message
 
 ISO_MEDIA_TYPE = "text/xml"
 

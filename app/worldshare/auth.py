@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from app.upstream import UpstreamError, status_failure, transport_failure
+from app.upstream import UpstreamError, call, status_failure
 
 logger = logging.getLogger("illbridge.worldshare")
 
 AUTH_UPSTREAM = "WorldShare token endpoint"
 EXPIRES_AT_FORMAT = "%Y-%m-%d %H:%M:%SZ"
-TOKEN_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 TokenKey = tuple[str, str]
 
@@ -87,17 +86,15 @@ class TokenCache:
         return cached.value
 
     async def _fetch(self, http: httpx.AsyncClient, credentials: ClientCredentials) -> _CachedToken:
-        try:
-            response = await http.post(
-                credentials.token_url,
-                data={"grant_type": "client_credentials", "scope": credentials.scope},
-                auth=httpx.BasicAuth(credentials.key, credentials.secret),
-                headers={"Accept": "application/json"},
-                timeout=TOKEN_TIMEOUT,
-                follow_redirects=False,
-            )
-        except httpx.TransportError as exc:
-            raise transport_failure(AUTH_UPSTREAM, exc) from None
+        response = await call(
+            http,
+            AUTH_UPSTREAM,
+            "POST",
+            credentials.token_url,
+            data={"grant_type": "client_credentials", "scope": credentials.scope},
+            auth=httpx.BasicAuth(credentials.key, credentials.secret),
+            headers={"Accept": "application/json"},
+        )
         if response.status_code in (400, 401):
             raise status_failure(AUTH_UPSTREAM, response, detail="WorldShare credentials rejected")
         if not response.is_success:

@@ -15,12 +15,11 @@ from urllib.parse import quote
 import httpx
 
 from app.borrowing.citation import Citation
-from app.upstream import UpstreamError, status_failure, transport_failure
+from app.upstream import UpstreamError, call, status_failure
 from app.worldshare.auth import ClientCredentials, TokenCache
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 UPSTREAM = "WorldShare"
-REQUEST_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 # Names of OCLC's failure codes (reference/oclc-worldshare-ill/failureCodes.txt).
 FAILURE_NAMES: dict[int, str] = {
@@ -155,8 +154,6 @@ class WorldShareClient:
             _, response = await self._send(method, path, json)
         if response.is_success:
             return response
-        if response.is_redirect:
-            raise status_failure(UPSTREAM, response, detail="redirect not followed")
         codes, detail = oclc_failures(response)
         raise status_failure(UPSTREAM, response, codes=codes, detail=detail)
 
@@ -165,17 +162,8 @@ class WorldShareClient:
     ) -> tuple[str, httpx.Response]:
         token = await self._tokens.token(self._http, self._credentials)
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
-        try:
-            response = await self._http.request(
-                method,
-                self._config.base_url.rstrip("/") + path,
-                json=json,
-                headers=headers,
-                timeout=REQUEST_TIMEOUT,
-                follow_redirects=False,
-            )
-        except httpx.TransportError as exc:
-            raise transport_failure(UPSTREAM, exc) from None
+        url = self._config.base_url.rstrip("/") + path
+        response = await call(self._http, UPSTREAM, method, url, json=json, headers=headers)
         return token, response
 
 

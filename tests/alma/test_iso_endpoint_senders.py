@@ -17,9 +17,9 @@ from app.config import Settings
 from app.db import write_session
 from app.institutions import service
 from app.institutions.secrets import SecretBox
+from app.main import create_app
 from app.observability import Metrics
 from app.runtime import open_runtime
-from app.main import create_app
 from tests.support.api_checks import row_counts
 from tests.support.factories import bearer, make_institution, make_token
 from tests.support.iso_messages import (

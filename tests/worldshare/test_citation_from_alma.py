@@ -2,15 +2,9 @@
 
 from datetime import UTC, datetime
 
-from app.alma.iso18626 import (
-    AgencyId,
-    Header,
-    IsoRequest,
-    ServiceType,
-    encode_request,
-    parse_message,
-)
+from app.alma.iso18626 import AgencyId, Header, IsoRequest, ServiceType, parse_message
 from app.borrowing.citation import Citation
+from app.sandbox.iso_requester_messages import encode_request
 from app.worldshare.client import build_ill_request
 
 HEADER = Header(

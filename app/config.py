@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # psycopg counts the connect timeout in whole seconds and waits at least 2.
+    db_connect_timeout_seconds: int = Field(default=5, ge=2, le=60)
+    db_statement_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="PostgreSQL's statement_timeout; SQLite's wait for the write lock",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long to wait for a free pooled connection"
+    )
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

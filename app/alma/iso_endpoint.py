@@ -40,6 +40,7 @@ from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest
 from app.borrowing.states import AlmaNotice, Trigger
 from app.db import write_session
+from app.errors import ERROR_RESPONSES
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.timeutil import utcnow
@@ -125,6 +126,7 @@ def _confirmation(
         404: {"content": {XML_MEDIA_TYPE: {}}, "description": "Unknown institution"},
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
+        503: ERROR_RESPONSES[503],
     },
 )
 async def receive_iso18626(

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db import create_db_engine, read_session
+from app.db import engine_for, read_session
 from app.institutions.secrets import SecretBox, load_secret_box
 from app.observability import Metrics
 from app.worldshare.auth import TokenCache
@@ -53,7 +53,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 @asynccontextmanager
 async def open_context(settings: Settings, metrics: Metrics) -> AsyncIterator[JobContext]:
     """The engine and the shared HTTP client for the life of a process."""
-    engine = create_db_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         async with new_http_client(settings) as http:
             yield JobContext(

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.alma.iso_endpoint import router as iso18626_router
 from app.api import router as api_router
+from app.api.health import ReadinessProbe
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.jobs.context import JobContext, open_context
@@ -40,6 +41,7 @@ class Services:
 
     context: JobContext
     worker: Worker | None
+    readiness: ReadinessProbe
 
     def wake_worker(self) -> None:
         """Nudge the in-process worker (if any) to claim new jobs now; safe from any thread."""
@@ -55,13 +57,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings, metrics) as context:
             worker = Worker(context, build_registry(settings)) if run_worker else None
-            app.state.services = Services(context=context, worker=worker)
+            readiness = ReadinessProbe(settings)
+            app.state.services = Services(context=context, worker=worker, readiness=readiness)
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop)) if worker else None
             try:
                 yield
             finally:
                 stop.set()
+                readiness.close()
                 if worker_task is not None:
                     await worker_task
 

@@ -1,11 +1,12 @@
 """A database that does not answer in time: ingress answers 503 with the error envelope within
-bounds (never a 500, never a hang)."""
+bounds (never a 500, never a hang), and /readyz answers at once, even behind stuck requests."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
@@ -16,9 +17,10 @@ from sqlalchemy.engine import Engine, make_url
 from app.config import Settings
 from app.db import write_session
 from app.main import create_app
+from tests.conftest import SECRET_KEY
 from tests.support.api_checks import assert_envelope, citation_body
 from tests.support.factories import bearer, make_institution, make_token
-from tests.support.servers import run_asgi_in_thread
+from tests.support.servers import run_asgi_in_thread, silent_tcp_server
 
 XML = {"Content-Type": "text/xml"}
 NS = "http://illtransactions.org/2013/iso18626"
@@ -59,6 +61,39 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 def assert_database_unavailable(response: httpx.Response, took: float, within: float) -> None:
     assert assert_envelope(response, 503)["error"] == "database_unavailable"
     assert took < within, f"{response.request.url.path} answered after {took:.1f} s"
+
+
+def test_a_silent_database_is_503_in_bounded_time_and_readyz_does_not_wait_behind_it() -> None:
+    with silent_tcp_server() as port:
+        settings = Settings(
+            database_url=f"postgresql+psycopg://illbridge@127.0.0.1:{port}/illbridge",
+            secret_key=SECRET_KEY,
+            db_connect_timeout_seconds=2,
+        )
+        with serving(create_app(settings)) as client, ThreadPoolExecutor(48) as pool:
+            # More stuck writes than the server has threads for its routes (40).
+            writes = [
+                pool.submit(
+                    timed,
+                    lambda n=n: client.post(
+                        "/api/v1/requests",
+                        json=citation_body("UNIV", f"A-{n}"),
+                        headers=bearer("ilb_x"),
+                    ),
+                )
+                for n in range(44)
+            ]
+            iso = pool.submit(
+                timed,
+                lambda: client.post("/iso18626/UNIV", content=iso_request("I-1"), headers=XML),
+            )
+            time.sleep(0.5)
+            ready, ready_took = timed(lambda: client.get("/readyz"))
+            answers = [write.result() for write in [*writes, iso]]
+    assert assert_envelope(ready, 503)["error"] == "not_ready"
+    assert ready_took < 2.0, f"/readyz answered after {ready_took:.1f} s"
+    for response, took in answers:
+        assert_database_unavailable(response, took, within=10.0)
 
 
 @contextmanager

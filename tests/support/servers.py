@@ -34,3 +34,29 @@ def run_asgi_in_thread(app: Any, *, startup_timeout: float = 10.0) -> Iterator[s
         server.should_exit = True
         thread.join(timeout=startup_timeout)
         sock.close()
+
+
+@contextmanager
+def silent_tcp_server() -> Iterator[int]:
+    """A port that accepts connections and never says a word: a database that hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+    listener.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in [*accepted, listener]:
+            connection.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     )
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_deadline_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description="How long one run of a handler may take; shorter than the lease",
+    )
     job_max_attempts: int = Field(default=8, ge=1)
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_cap_seconds: float = Field(default=900.0, gt=0)
@@ -59,6 +64,15 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long to wait for a free pooled connection"
     )
+
+    @model_validator(mode="after")
+    def _deadline_within_lease(self) -> Settings:
+        if self.job_deadline_seconds >= self.job_lease_seconds:
+            raise ValueError(
+                f"job_deadline_seconds ({self.job_deadline_seconds:g}) must be shorter than "
+                f"job_lease_seconds ({self.job_lease_seconds:g})"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,9 +1,10 @@
 """The worker loop: claim jobs, run their handlers with no transaction open, record outcomes.
 
-At most `concurrency` handlers run at once. A handler that raises a transient error is retried
-with capped exponential backoff and full jitter (never sooner than Retry-After); a permanent error
-or an exhausted budget sends the job to `dead` with a clean message. Leases are renewed while a
-handler runs, and a worker whose lease was taken over finds its outcome refused.
+At most `concurrency` handlers run at once, each for at most `job_deadline_seconds`. A handler
+that raises a transient error or overruns its deadline is retried with capped exponential backoff
+and full jitter (never sooner than Retry-After); a permanent error or an exhausted budget sends
+the job to `dead` with a clean message. Leases are renewed while a handler runs, and a worker
+whose lease was taken over finds its outcome refused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from app.upstream import PermanentUpstreamError, TransientUpstreamError
 log = logging.getLogger("illbridge.worker")
 
 
+class DeadlineExceeded(Exception):
+    """A handler ran past `job_deadline_seconds`: a transient failure, retried like any other."""
+
+
 def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
     """(clean message, permanent?, retry_after) for a handler's exception.
 
@@ -42,6 +47,8 @@ def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
         return exc.message, True, None
     if isinstance(exc, PermanentJobError):
         return str(exc), True, None
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc), False, None
     return f"unexpected {type(exc).__name__}", False, None
 
 
@@ -146,7 +153,7 @@ class Worker:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             if job.attempts > job.max_attempts:
                 raise PermanentJobError("attempts exhausted (leases expired repeatedly)")
-            finish = await handler.run(self.context, job)
+            finish = await self._run_handler(handler, job)
         except Exception as exc:
             error = exc
         finally:
@@ -164,6 +171,18 @@ class Worker:
                 extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
             )
         self.context.metrics.jobs_finished.labels(job.kind, outcome).inc()
+
+    async def _run_handler(self, handler: Handler, job: ClaimedJob) -> Finish | None:
+        """The handler under its deadline: a hung upstream cannot hold the job running for ever."""
+        seconds = self.settings.job_deadline_seconds
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await handler.run(self.context, job)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise DeadlineExceeded(f"handler exceeded its deadline of {seconds:g} s") from None
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         lease = self.settings.job_lease_seconds

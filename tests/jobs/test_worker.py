@@ -29,6 +29,7 @@ from app.observability import Metrics
 from app.timeutil import utcnow
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 from tests.support.jobs import add_job, all_jobs, job_row
+from tests.support.servers import trickling_http_server
 
 pytestmark = pytest.mark.anyio
 FINISHED = {JobStatus.SUCCEEDED.value, JobStatus.DEAD.value}
@@ -524,3 +525,38 @@ async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine
     assert [(row.kind, row.status, row.attempts) for row in all_jobs(engine)] == [
         ("test.overtaken", "succeeded", 2)
     ]
+
+
+def jobs_finished(worker: Worker, kind: str, outcome: str) -> float:
+    labels = {"kind": kind, "outcome": outcome}
+    registry = worker.context.metrics.registry
+    return registry.get_sample_value("illbridge_jobs_finished_total", labels) or 0.0
+
+
+async def test_a_handler_past_its_deadline_is_retried_not_held(
+    settings: Settings, engine: Engine
+) -> None:
+    """A lender that trickles one byte at a time never trips the read timeout; the deadline
+    ends the call, and the job is retried like any transient failure instead of held running."""
+
+    async def fetch(ctx: JobContext, job: ClaimedJob) -> None:
+        await ctx.http.get(job.payload["url"])
+
+    bounded = settings.model_copy(
+        update={
+            "job_deadline_seconds": 0.5,
+            "job_lease_seconds": 3.0,
+            "outbound_timeout_seconds": 2.0,
+        }
+    )
+    with trickling_http_server(interval=0.1) as url:
+        job_id = add_job(engine, "test.fetch", {"url": url})
+        started = time.monotonic()
+        async with running(bounded, registry_with("test.fetch", fetch)) as worker:
+            await until(lambda: jobs_finished(worker, "test.fetch", "retried") >= 1, timeout=5)
+            took = time.monotonic() - started
+    assert took < 0.5 + 1.0
+    job = job_row(engine, job_id)
+    assert (job.status, job.lease_token) == (JobStatus.QUEUED, None)
+    assert job.attempts >= 1
+    assert job.last_error == "handler exceeded its deadline of 0.5 s"

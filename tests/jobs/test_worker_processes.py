@@ -215,8 +215,8 @@ def test_two_processes_share_sqlite_without_locking_errors(
 def test_a_killed_workers_job_is_finished_by_another_after_its_lease(
     spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
 ) -> None:
-    workers = spawn(2, ILLBRIDGE_JOB_LEASE_SECONDS="1.5")
-    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.5})
+    workers = spawn(2, ILLBRIDGE_JOB_LEASE_SECONDS="1.5", ILLBRIDGE_JOB_DEADLINE_SECONDS="1.4")
+    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.0})
     wait_for(lambda: any(w.logged("test_sleep_started") for w in workers), 20, "start", workers)
     [crashed] = [w for w in workers if w.logged("test_sleep_started")]
     [survivor] = [w for w in workers if w is not crashed]

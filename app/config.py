@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How long one run of a handler may take; shorter than the lease",
     )
+    worker_drain_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long running handlers may finish before their jobs go back",
+    )
     job_max_attempts: int = Field(default=8, ge=1)
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_cap_seconds: float = Field(default=900.0, gt=0)

@@ -4,7 +4,8 @@ At most `concurrency` handlers run at once, each for at most `job_deadline_secon
 that raises a transient error or overruns its deadline is retried with capped exponential backoff
 and full jitter (never sooner than Retry-After); a permanent error or an exhausted budget sends
 the job to `dead` with a clean message. Leases are renewed while a handler runs, and a worker
-whose lease was taken over finds its outcome refused.
+whose lease was taken over finds its outcome refused. Stopping drains: handlers in flight get
+`worker_drain_seconds` to finish, then are cancelled and their jobs given back to the queue.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class DeadlineExceeded(Exception):
     """A handler ran past `job_deadline_seconds`: a transient failure, retried like any other."""
 
 
+class _GivenBack(Exception):
+    """The drain ran out while the handler ran: its job goes back to the queue, not counted."""
+
+
 def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
     """(clean message, permanent?, retry_after) for a handler's exception.
 
@@ -61,6 +66,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tick = -math.inf
+        # The deadline of every handler running, so an expired drain can bring them all forward.
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._drain_expired = False
 
     @property
     def engine(self) -> Engine:
@@ -72,7 +80,7 @@ class Worker:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then let the handlers in flight finish."""
+        """Run until `stop` is set, then drain the handlers in flight."""
         self._loop = asyncio.get_running_loop()
         concurrency = self.settings.worker_concurrency
         running: set[asyncio.Task[None]] = set()
@@ -101,11 +109,35 @@ class Worker:
             await self._idle(stop, running)
         if ready:
             # Claimed but not started: back to the queue for any worker, not left to expire.
-            await to_thread.run_sync(queue.release, self.engine, list(ready))
+            try:
+                await to_thread.run_sync(queue.release, self.engine, list(ready))
+            except Exception as exc:
+                log.warning("release_failed", extra={"error_type": type(exc).__name__})
         if running:
-            log.info("worker_draining", extra={"worker": self.name, "in_flight": len(running)})
-            await asyncio.gather(*running, return_exceptions=True)
+            await self._drain(set(running))
         log.info("worker_stopped", extra={"worker": self.name})
+
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        """Let the handlers in flight finish for `worker_drain_seconds`, then give their jobs back.
+
+        Given back is as if never claimed (queued, lease released, attempt not counted), so
+        another worker takes them at once rather than after the lease runs out.
+        """
+        drain = self.settings.worker_drain_seconds
+        log.info(
+            "worker_draining",
+            extra={"worker": self.name, "in_flight": len(running), "drain_s": drain},
+        )
+        _, pending = await asyncio.wait(running, timeout=drain)
+        if not pending:
+            return
+        log.warning("worker_drain_expired", extra={"worker": self.name, "in_flight": len(pending)})
+        self._drain_expired = True
+        now = asyncio.get_running_loop().time()
+        for deadline in self._deadlines:
+            if not deadline.expired():
+                deadline.reschedule(now)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _idle(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
         self._wake.clear()
@@ -162,7 +194,10 @@ class Worker:
                 await heartbeat
         self.context.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
         try:
-            outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
+            if isinstance(error, _GivenBack):
+                outcome = await to_thread.run_sync(self._give_back, job)
+            else:
+                outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
         except Exception as exc:
             # Nothing recorded: the lease runs out and the job runs again (at least once).
             outcome = "record_failed"
@@ -173,16 +208,22 @@ class Worker:
         self.context.metrics.jobs_finished.labels(job.kind, outcome).inc()
 
     async def _run_handler(self, handler: Handler, job: ClaimedJob) -> Finish | None:
-        """The handler under its deadline: a hung upstream cannot hold the job running for ever."""
+        """The handler under its deadline, so a hung upstream cannot hold its job running for ever;
+        an expired drain brings every deadline forward to now."""
         seconds = self.settings.job_deadline_seconds
         deadline = asyncio.timeout(seconds)
+        self._deadlines.add(deadline)
         try:
             async with deadline:
                 return await handler.run(self.context, job)
         except TimeoutError:
             if not deadline.expired():
                 raise
+            if self._drain_expired:
+                raise _GivenBack from None
             raise DeadlineExceeded(f"handler exceeded its deadline of {seconds:g} s") from None
+        finally:
+            self._deadlines.discard(deadline)
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         lease = self.settings.job_lease_seconds
@@ -197,6 +238,14 @@ class Worker:
                     "lease_renewal_failed",
                     extra={"job_id": job.id, "error_type": type(exc).__name__},
                 )
+
+    def _give_back(self, job: ClaimedJob) -> str:
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        if not queue.release(self.engine, [job]):
+            log.warning("job_lease_lost", extra=fields)
+            return "lease_lost"
+        log.info("job_given_back", extra=fields)
+        return "given_back"
 
     def _record(
         self,

@@ -560,3 +560,26 @@ async def test_a_handler_past_its_deadline_is_retried_not_held(
     assert (job.status, job.lease_token) == (JobStatus.QUEUED, None)
     assert job.attempts >= 1
     assert job.last_error == "handler exceeded its deadline of 0.5 s"
+
+
+async def test_handlers_still_running_when_the_drain_ends_give_their_jobs_back(
+    settings: Settings, engine: Engine
+) -> None:
+    started = asyncio.Event()
+
+    async def forever(_ctx: JobContext, _job: ClaimedJob) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    job_id = add_job(engine, "test.forever")
+    short_drain = settings.model_copy(update={"worker_drain_seconds": 0.3})
+    async with running(short_drain, registry_with("test.forever", forever)) as worker:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        stopping = time.monotonic()
+    took = time.monotonic() - stopping
+    assert 0.3 <= took < 1.5
+    job = job_row(engine, job_id)
+    # As if never claimed: queued, no lease, no attempt spent, no error.
+    assert (job.status, job.lease_token, job.lease_expires_at) == (JobStatus.QUEUED, None, None)
+    assert (job.attempts, job.last_error) == (0, None)
+    assert jobs_finished(worker, "test.forever", "given_back") == 1

@@ -27,9 +27,13 @@ from app.jobs.backoff import retry_delay
 from app.jobs.context import JobContext
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish, Handler, PermanentJobError, Registry
+from app.observability import RepeatedWarnings
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
 log = logging.getLogger("illbridge.worker")
+
+# While the database is down the loop's warnings repeat every poll: one line per this, counted.
+REPEATED_WARNING_SECONDS = 30.0
 
 
 class DeadlineExceeded(Exception):
@@ -69,6 +73,7 @@ class Worker:
         # The deadline of every handler running, so an expired drain can bring them all forward.
         self._deadlines: set[asyncio.Timeout] = set()
         self._drain_expired = False
+        self._warnings = RepeatedWarnings(log, REPEATED_WARNING_SECONDS)
 
     @property
     def engine(self) -> Engine:
@@ -102,7 +107,9 @@ class Worker:
                     )
                 except Exception as exc:
                     claimed = []
-                    log.warning("claim_failed", extra={"error_type": type(exc).__name__})
+                    self._warnings.warning("claim_failed", error_type=type(exc).__name__)
+                else:
+                    self._warnings.resolved("claim_failed")
                 ready.extend(claimed)
                 if claimed and len(running) < concurrency:
                     continue
@@ -159,7 +166,9 @@ class Worker:
             try:
                 await to_thread.run_sync(self._enqueue_due_periodic, now)
             except Exception as exc:
-                log.warning("periodic_failed", extra={"error_type": type(exc).__name__})
+                self._warnings.warning("periodic_failed", error_type=type(exc).__name__)
+            else:
+                self._warnings.resolved("periodic_failed")
 
     def _enqueue_due_periodic(self, now: float) -> None:
         with write_session(self.engine) as session:
@@ -234,10 +243,11 @@ class Worker:
                     return
             except Exception as exc:
                 # A failed renewal must not end the handler's run; two thirds of the lease remain.
-                log.warning(
-                    "lease_renewal_failed",
-                    extra={"job_id": job.id, "error_type": type(exc).__name__},
+                self._warnings.warning(
+                    "lease_renewal_failed", error_type=type(exc).__name__, job_id=job.id
                 )
+            else:
+                self._warnings.resolved("lease_renewal_failed")
 
     def _give_back(self, job: ClaimedJob) -> str:
         fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}

@@ -583,3 +583,40 @@ async def test_handlers_still_running_when_the_drain_ends_give_their_jobs_back(
     assert (job.status, job.lease_token, job.lease_expires_at) == (JobStatus.QUEUED, None, None)
     assert (job.attempts, job.last_error) == (0, None)
     assert jobs_finished(worker, "test.forever", "given_back") == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_claim_failures_while_the_database_is_down_are_logged_once_with_a_count(
+    settings: Settings,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    claim = queue.claim
+    failures = 0
+    down = True
+
+    def claim_unless_down(*args: Any) -> list[ClaimedJob]:
+        nonlocal failures
+        if down:
+            failures += 1
+            raise OperationalError("UPDATE job", {}, Exception("connection refused"))
+        return claim(*args)
+
+    monkeypatch.setattr(queue, "claim", claim_unless_down)
+    caplog.set_level(logging.WARNING, logger="illbridge.worker")
+    done: list[int] = []
+
+    async def record(_ctx: JobContext, job: ClaimedJob) -> None:
+        done.append(job.id)
+
+    async with running(settings, registry_with("test.record", record)):
+        await until(lambda: failures >= 10)
+        down = False
+        job_id = add_job(engine, "test.record")
+        await until(lambda: job_row(engine, job_id).status == JobStatus.SUCCEEDED)
+    lines = [entry for entry in caplog.records if entry.getMessage() == "claim_failed"]
+    # The first at once, the rest counted in one line when claims work again.
+    assert [line.__dict__["count"] for line in lines] == [1, failures - 1]
+    assert lines[-1].__dict__["resolved"] is True
+    assert {line.__dict__["error_type"] for line in lines} == {"OperationalError"}

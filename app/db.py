@@ -60,14 +60,14 @@ class _WriteLock:
 _write_locks: WeakKeyDictionary[Engine, _WriteLock] = WeakKeyDictionary()
 
 
-def engine_for(settings: Settings, **kwargs: Any) -> Engine:
+def engine_for(settings: Settings) -> Engine:
     """The engine a process serves with: every wait bounded by the settings."""
     timeouts = DatabaseTimeouts(
         connect_seconds=settings.db_connect_timeout_seconds,
         statement_ms=settings.db_statement_timeout_ms,
         pool_seconds=settings.db_pool_timeout_seconds,
     )
-    return create_db_engine(settings.database_url, timeouts=timeouts, **kwargs)
+    return create_db_engine(settings.database_url, timeouts=timeouts)
 
 
 def create_db_engine(
@@ -81,9 +81,12 @@ def create_db_engine(
     if parsed.get_backend_name() != "sqlite":
         connect_args: dict[str, Any] = {}
         if timeouts is not None:
+            # Beside, not instead of, any options the URL carries (connect_args would win).
+            given = parsed.query.get("options", "")
+            options = " ".join([given] if isinstance(given, str) else given)
             connect_args = {
                 "connect_timeout": timeouts.connect_seconds,
-                "options": f"-c statement_timeout={timeouts.statement_ms}",
+                "options": f"{options} -c statement_timeout={timeouts.statement_ms}".strip(),
             }
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool, **kwargs)
     if parsed.database and parsed.database != ":memory:":

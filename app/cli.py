@@ -92,11 +92,11 @@ def cmd_secret_key(_args: argparse.Namespace) -> None:
 
 
 def _admin_session() -> Any:
-    from app.db import create_db_engine, write_session
+    from app.db import engine_for, write_session
     from app.institutions.secrets import load_secret_box
 
     settings = get_settings()
-    engine = create_db_engine(settings.database_url)
+    engine = engine_for(settings)
     return write_session(engine), load_secret_box(settings)
 
 
@@ -133,10 +133,10 @@ def cmd_institution(args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from app.db import create_db_engine, write_session
+    from app.db import engine_for, write_session
     from app.institutions import service
 
-    engine = create_db_engine(get_settings().database_url)
+    engine = engine_for(get_settings())
     with write_session(engine) as session:
         institution = service.get_by_code(session, args.institution) if args.institution else None
         try:

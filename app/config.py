@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     )
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_deadline_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description="How long one run of a handler may take; shorter than the lease",
+    )
+    worker_drain_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long running handlers may finish before their jobs go back",
+    )
     job_max_attempts: int = Field(default=8, ge=1)
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_cap_seconds: float = Field(default=900.0, gt=0)
@@ -56,6 +66,26 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often due WorldShare polls are queued"
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # psycopg counts the connect timeout in whole seconds and waits at least 2.
+    db_connect_timeout_seconds: int = Field(default=5, ge=2, le=60)
+    db_statement_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="PostgreSQL's statement_timeout; SQLite's wait for the write lock",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long to wait for a free pooled connection"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_within_lease(self) -> Settings:
+        if self.job_deadline_seconds >= self.job_lease_seconds:
+            raise ValueError(
+                f"job_deadline_seconds ({self.job_deadline_seconds:g}) must be shorter than "
+                f"job_lease_seconds ({self.job_lease_seconds:g})"
+            )
+        return self
 
 
 @lru_cache

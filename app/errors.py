@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("illbridge.errors")
@@ -165,10 +166,15 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "a value is out of range or holds a character the database refuses (NUL)"
         return envelope(422, "invalid_value", detail)
 
-    @app.exception_handler(OperationalError)
-    async def _database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database_unavailable", extra={"error_type": type(exc.orig).__name__})
-        return envelope(503, "unavailable", "the database is unavailable; retry later")
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Unreachable, too slow (connect or statement timeout), locked, or no pooled connection
+        # free in time: all retryable, none a 500.
+        orig = exc.orig if isinstance(exc, OperationalError) else exc
+        log.warning("database_unavailable", extra={"error_type": type(orig).__name__})
+        return envelope(503, "database_unavailable", "the database is unavailable; retry later")
+
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
+from app.api.health import ReadinessProbe
 from app.api.iso18626 import router as iso18626_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -41,6 +42,7 @@ class Services:
 
     runtime: Runtime
     worker: Worker[Runtime] | None
+    readiness: ReadinessProbe
 
     def wake_worker(self) -> None:
         """Nudge the in-process worker (if any) to claim new jobs now; safe from any thread."""
@@ -56,13 +58,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, metrics) as runtime:
             worker = new_worker(runtime) if run_worker else None
-            app.state.services = Services(runtime=runtime, worker=worker)
+            readiness = ReadinessProbe(settings)
+            app.state.services = Services(runtime=runtime, worker=worker, readiness=readiness)
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop)) if worker else None
             try:
                 yield
             finally:
                 stop.set()
+                readiness.close()
                 if worker_task is not None:
                     await worker_task
 

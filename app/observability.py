@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
@@ -66,6 +67,56 @@ def configure_logging(level: str = "INFO") -> None:
     # httpx logs full URLs at INFO; they can carry ids we keep out of the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True
+
+
+@dataclass
+class _Repeats:
+    logged_at: float
+    unlogged: int = 0
+
+
+class RepeatedWarnings:
+    """A warning that repeats (every poll fails while the database is down) logged once per
+    `interval` with how many times it happened, instead of once per occurrence.
+
+    The first occurrence of an event with an error type is logged at once with `count` 1; later
+    ones are counted and logged as one line when `interval` has passed since the last, or when
+    `resolved` says the condition is over. The counts of an event's lines add up to its
+    occurrences. Not thread-safe: call it from one thread (the worker's event loop).
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._seen: dict[tuple[str, str], _Repeats] = {}
+
+    def warning(self, event: str, *, error_type: str, **fields: Any) -> None:
+        now = self._clock()
+        repeats = self._seen.get((event, error_type))
+        if repeats is None:
+            self._seen[(event, error_type)] = _Repeats(logged_at=now)
+            self._emit(event, error_type, 1, fields)
+            return
+        repeats.unlogged += 1
+        if now - repeats.logged_at >= self._interval:
+            self._emit(event, error_type, repeats.unlogged, fields)
+            repeats.logged_at, repeats.unlogged = now, 0
+
+    def resolved(self, event: str) -> None:
+        """`event`'s condition is over: log the occurrences not yet logged, and start afresh."""
+        for key in [key for key in self._seen if key[0] == event]:
+            repeats = self._seen.pop(key)
+            if repeats.unlogged:
+                self._emit(event, key[1], repeats.unlogged, {"resolved": True})
+
+    def _emit(self, event: str, error_type: str, count: int, fields: dict[str, Any]) -> None:
+        self._log.warning(event, extra={**fields, "error_type": error_type, "count": count})
 
 
 class Metrics:

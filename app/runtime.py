@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.config import Settings
-from app.db import create_db_engine, read_session, write_session
+from app.db import engine_for, read_session, write_session
 from app.institutions.secrets import SecretBox, load_secret_box
 from app.institutions.service import warn_of_iso18626_opt_outs
 from app.observability import Metrics
@@ -67,7 +67,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
 @asynccontextmanager
 async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Runtime]:
     """The engine and the shared HTTP client for the life of a process."""
-    engine = create_db_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         with read_session(engine) as session:
             warn_of_iso18626_opt_outs(session)

@@ -49,6 +49,7 @@ from app.borrowing.schemas import (
     REQUESTER_USER_ID_MAX_CHARS,
 )
 from app.db import write_session
+from app.errors import ERROR_RESPONSES
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.timeutil import utcnow
@@ -130,6 +131,7 @@ def _confirmation(
         },
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
+        503: ERROR_RESPONSES[503],
     },
 )
 async def receive_iso18626(

@@ -170,11 +170,13 @@ def extend_lease(engine: Engine, job: ClaimedJob, lease_seconds: float) -> bool:
     return _changed(result)
 
 
-def release(engine: Engine, jobs: list[ClaimedJob]) -> None:
-    """Give back jobs claimed but never started, as if the claim had not happened."""
+def release(engine: Engine, jobs: list[ClaimedJob]) -> int:
+    """Give back jobs as if the claim had not happened (claimed but never started, or stopped
+    by a drain); only those whose lease this worker still holds. How many went back."""
+    released = 0
     with write_session(engine) as session:
         for job in jobs:
-            session.execute(
+            result = session.execute(
                 _guarded(job).values(
                     status=JobStatus.QUEUED.value,
                     lease_token=None,
@@ -183,7 +185,9 @@ def release(engine: Engine, jobs: list[ClaimedJob]) -> None:
                     updated_at=utcnow(),
                 )
             )
+            released += _changed(result)
         session.commit()
+    return released
 
 
 def mark_succeeded(session: Session, job: ClaimedJob) -> bool:

@@ -1,9 +1,11 @@
 """The worker loop: claim jobs, run their handlers with no transaction open, record outcomes.
 
-At most `concurrency` handlers run at once. A handler that raises a transient error is retried
-with capped exponential backoff and full jitter (never sooner than Retry-After); a permanent error
-or an exhausted budget sends the job to `dead` with a clean message. Leases are renewed while a
-handler runs, and a worker whose lease was taken over finds its outcome refused.
+At most `concurrency` handlers run at once, each for at most `job_deadline_seconds`. A handler
+that raises a transient error or overruns its deadline is retried with capped exponential backoff
+and full jitter (never sooner than Retry-After); a permanent error or an exhausted budget sends
+the job to `dead` with a clean message. Leases are renewed while a handler runs, and a worker
+whose lease was taken over finds its outcome refused. Stopping drains: handlers in flight get
+`worker_drain_seconds` to finish, then are cancelled and their jobs given back to the queue.
 """
 
 from __future__ import annotations
@@ -26,10 +28,21 @@ from app.jobs import queue
 from app.jobs.backoff import retry_delay
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import PERIODIC_KEY_PREFIX, C, Finish, Handler, PermanentJobError, Registry
-from app.observability import Metrics
+from app.observability import Metrics, RepeatedWarnings
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
 log = logging.getLogger("illbridge.worker")
+
+# While the database is down the loop's warnings repeat every poll: one line per this, counted.
+REPEATED_WARNING_SECONDS = 30.0
+
+
+class DeadlineExceeded(Exception):
+    """A handler ran past `job_deadline_seconds`: a transient failure, retried like any other."""
+
+
+class _GivenBack(Exception):
+    """The drain ran out while the handler ran: its job goes back to the queue, not counted."""
 
 
 def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
@@ -44,6 +57,8 @@ def describe_failure(exc: BaseException) -> tuple[str, bool, float | None]:
         return exc.message, True, None
     if isinstance(exc, PermanentJobError):
         return str(exc), True, None
+    if isinstance(exc, DeadlineExceeded):
+        return str(exc), False, None
     return f"unexpected {type(exc).__name__}", False, None
 
 
@@ -69,6 +84,10 @@ class Worker(Generic[C]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tick = -math.inf
         self._limits = registry.attempt_limits()
+        # The deadline of every handler running, so an expired drain can bring them all forward.
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._drain_expired = False
+        self._warnings = RepeatedWarnings(log, REPEATED_WARNING_SECONDS)
 
     def wake(self) -> None:
         """Claim now rather than at the next poll; safe to call from any thread."""
@@ -76,7 +95,7 @@ class Worker(Generic[C]):
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then let the handlers in flight finish."""
+        """Run until `stop` is set, then drain the handlers in flight."""
         self._loop = asyncio.get_running_loop()
         concurrency = self.settings.worker_concurrency
         running: set[asyncio.Task[None]] = set()
@@ -102,18 +121,44 @@ class Worker(Generic[C]):
                     )
                 except Exception as exc:
                     claimed = []
-                    log.warning("claim_failed", extra={"error_type": type(exc).__name__})
+                    self._warnings.warning("claim_failed", error_type=type(exc).__name__)
+                else:
+                    self._warnings.resolved("claim_failed")
                 ready.extend(claimed)
                 if claimed and len(running) < concurrency:
                     continue
             await self._idle(stop, running)
         if ready:
             # Claimed but not started: back to the queue for any worker, not left to expire.
-            await to_thread.run_sync(queue.release, self.engine, list(ready))
+            try:
+                await to_thread.run_sync(queue.release, self.engine, list(ready))
+            except Exception as exc:
+                log.warning("release_failed", extra={"error_type": type(exc).__name__})
         if running:
-            log.info("worker_draining", extra={"worker": self.name, "in_flight": len(running)})
-            await asyncio.gather(*running, return_exceptions=True)
+            await self._drain(set(running))
         log.info("worker_stopped", extra={"worker": self.name})
+
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        """Let the handlers in flight finish for `worker_drain_seconds`, then give their jobs back.
+
+        Given back is as if never claimed (queued, lease released, attempt not counted), so
+        another worker takes them at once rather than after the lease runs out.
+        """
+        drain = self.settings.worker_drain_seconds
+        log.info(
+            "worker_draining",
+            extra={"worker": self.name, "in_flight": len(running), "drain_s": drain},
+        )
+        _, pending = await asyncio.wait(running, timeout=drain)
+        if not pending:
+            return
+        log.warning("worker_drain_expired", extra={"worker": self.name, "in_flight": len(pending)})
+        self._drain_expired = True
+        now = asyncio.get_running_loop().time()
+        for deadline in self._deadlines:
+            if not deadline.expired():
+                deadline.reschedule(now)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _idle(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
         self._wake.clear()
@@ -135,7 +180,9 @@ class Worker(Generic[C]):
             try:
                 await to_thread.run_sync(self._enqueue_due_periodic, now)
             except Exception as exc:
-                log.warning("periodic_failed", extra={"error_type": type(exc).__name__})
+                self._warnings.warning("periodic_failed", error_type=type(exc).__name__)
+            else:
+                self._warnings.resolved("periodic_failed")
 
     def _enqueue_due_periodic(self, now: float) -> None:
         with write_session(self.engine) as session:
@@ -159,7 +206,7 @@ class Worker(Generic[C]):
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             if job.attempts > job.max_attempts:
                 raise PermanentJobError("attempts exhausted (leases expired repeatedly)")
-            finish = await handler.run(self.context, job)
+            finish = await self._run_handler(handler, job)
         except Exception as exc:
             error = exc
         finally:
@@ -168,7 +215,10 @@ class Worker(Generic[C]):
                 await heartbeat
         self.metrics.job_duration.labels(job.kind).observe(time.perf_counter() - started)
         try:
-            outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
+            if isinstance(error, _GivenBack):
+                outcome = await to_thread.run_sync(self._give_back, job)
+            else:
+                outcome = await to_thread.run_sync(self._record, job, handler, error, finish)
         except Exception as exc:
             # Nothing recorded: the lease runs out and the job runs again (at least once).
             outcome = "record_failed"
@@ -177,6 +227,24 @@ class Worker(Generic[C]):
                 extra={"job_id": job.id, "kind": job.kind, "error_type": type(exc).__name__},
             )
         self.metrics.jobs_finished.labels(job.kind, outcome).inc()
+
+    async def _run_handler(self, handler: Handler, job: ClaimedJob) -> Finish | None:
+        """The handler under its deadline, so a hung upstream cannot hold its job running for ever;
+        an expired drain brings every deadline forward to now."""
+        seconds = self.settings.job_deadline_seconds
+        deadline = asyncio.timeout(seconds)
+        self._deadlines.add(deadline)
+        try:
+            async with deadline:
+                return await handler.run(self.context, job)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            if self._drain_expired:
+                raise _GivenBack from None
+            raise DeadlineExceeded(f"handler exceeded its deadline of {seconds:g} s") from None
+        finally:
+            self._deadlines.discard(deadline)
 
     async def _heartbeat(self, job: ClaimedJob) -> None:
         lease = self.settings.job_lease_seconds
@@ -187,10 +255,19 @@ class Worker(Generic[C]):
                     return
             except Exception as exc:
                 # A failed renewal must not end the handler's run; two thirds of the lease remain.
-                log.warning(
-                    "lease_renewal_failed",
-                    extra={"job_id": job.id, "error_type": type(exc).__name__},
+                self._warnings.warning(
+                    "lease_renewal_failed", error_type=type(exc).__name__, job_id=job.id
                 )
+            else:
+                self._warnings.resolved("lease_renewal_failed")
+
+    def _give_back(self, job: ClaimedJob) -> str:
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        if not queue.release(self.engine, [job]):
+            log.warning("job_lease_lost", extra=fields)
+            return "lease_lost"
+        log.info("job_given_back", extra=fields)
+        return "given_back"
 
     def _record(
         self,

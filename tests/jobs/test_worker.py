@@ -38,6 +38,7 @@ from tests.support.jobs import (
     registry_for_tests,
     worker_for,
 )
+from tests.support.servers import trickling_http_server
 
 pytestmark = pytest.mark.anyio
 FINISHED = {JobStatus.SUCCEEDED.value, JobStatus.DEAD.value}
@@ -541,3 +542,98 @@ async def test_a_late_finishers_finish_writes_nothing(settings: Settings, engine
     assert [(row.kind, row.status, row.attempts) for row in all_jobs(engine)] == [
         ("test.overtaken", "succeeded", 2)
     ]
+
+
+def jobs_finished(worker: Worker, kind: str, outcome: str) -> float:
+    labels = {"kind": kind, "outcome": outcome}
+    registry = worker.context.metrics.registry
+    return registry.get_sample_value("illbridge_jobs_finished_total", labels) or 0.0
+
+
+async def test_a_handler_past_its_deadline_is_retried_not_held(
+    settings: Settings, engine: Engine
+) -> None:
+    """A lender that trickles one byte at a time never trips the read timeout; the deadline
+    ends the call, and the job is retried like any transient failure instead of held running."""
+
+    async def fetch(ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
+        await ctx.http.get(job.payload["url"])
+
+    bounded = settings.model_copy(
+        update={
+            "job_deadline_seconds": 0.5,
+            "job_lease_seconds": 3.0,
+            "outbound_timeout_seconds": 2.0,
+        }
+    )
+    with trickling_http_server(interval=0.1) as url:
+        job_id = add_job(engine, "test.fetch", {"url": url})
+        started = time.monotonic()
+        async with running(bounded, registry_with("test.fetch", fetch)) as worker:
+            await until(lambda: jobs_finished(worker, "test.fetch", "retried") >= 1, timeout=5)
+            took = time.monotonic() - started
+    assert took < 0.5 + 1.0
+    job = job_row(engine, job_id)
+    assert (job.status, job.lease_token) == (JobStatus.QUEUED, None)
+    assert job.attempts >= 1
+    assert job.last_error == "handler exceeded its deadline of 0.5 s"
+
+
+async def test_handlers_still_running_when_the_drain_ends_give_their_jobs_back(
+    settings: Settings, engine: Engine
+) -> None:
+    started = asyncio.Event()
+
+    async def forever(_ctx: Runtime, _job: ClaimedJob, _payload: AnyPayload) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    job_id = add_job(engine, "test.forever")
+    short_drain = settings.model_copy(update={"worker_drain_seconds": 0.3})
+    async with running(short_drain, registry_with("test.forever", forever)) as worker:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        stopping = time.monotonic()
+    took = time.monotonic() - stopping
+    assert 0.3 <= took < 1.5
+    job = job_row(engine, job_id)
+    # As if never claimed: queued, no lease, no attempt spent, no error.
+    assert (job.status, job.lease_token, job.lease_expires_at) == (JobStatus.QUEUED, None, None)
+    assert (job.attempts, job.last_error) == (0, None)
+    assert jobs_finished(worker, "test.forever", "given_back") == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_claim_failures_while_the_database_is_down_are_logged_once_with_a_count(
+    settings: Settings,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    claim = queue.claim
+    failures = 0
+    down = True
+
+    def claim_unless_down(*args: Any) -> list[ClaimedJob]:
+        nonlocal failures
+        if down:
+            failures += 1
+            raise OperationalError("UPDATE job", {}, Exception("connection refused"))
+        return claim(*args)
+
+    monkeypatch.setattr(queue, "claim", claim_unless_down)
+    caplog.set_level(logging.WARNING, logger="illbridge.worker")
+    done: list[int] = []
+
+    async def record(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
+        done.append(job.id)
+
+    async with running(settings, registry_with("test.record", record)):
+        await until(lambda: failures >= 10)
+        down = False
+        job_id = add_job(engine, "test.record")
+        await until(lambda: job_row(engine, job_id).status == JobStatus.SUCCEEDED)
+    lines = [entry for entry in caplog.records if entry.getMessage() == "claim_failed"]
+    # The first at once, the rest counted in one line when claims work again.
+    assert [line.__dict__["count"] for line in lines] == [1, failures - 1]
+    assert lines[-1].__dict__["resolved"] is True
+    assert {line.__dict__["error_type"] for line in lines} == {"OperationalError"}

@@ -215,8 +215,8 @@ def test_two_processes_share_sqlite_without_locking_errors(
 def test_a_killed_workers_job_is_finished_by_another_after_its_lease(
     spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
 ) -> None:
-    workers = spawn(2, ILLBRIDGE_JOB_LEASE_SECONDS="1.5")
-    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.5})
+    workers = spawn(2, ILLBRIDGE_JOB_LEASE_SECONDS="1.5", ILLBRIDGE_JOB_DEADLINE_SECONDS="1.4")
+    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 1.0})
     wait_for(lambda: any(w.logged("test_sleep_started") for w in workers), 20, "start", workers)
     [crashed] = [w for w in workers if w.logged("test_sleep_started")]
     [survivor] = [w for w in workers if w is not crashed]
@@ -261,3 +261,31 @@ def test_sigterm_lets_the_running_job_finish_and_exits_cleanly(
     assert records(record_file) == [[str(job_id), str(worker.pid)]]
     assert worker.logged("worker_stopped")
     assert worker.problems() == []
+
+
+def test_sigterm_gives_back_a_job_still_running_when_the_drain_ends(
+    spawn: Callable[..., list[WorkerProcess]], engine: Engine, record_file: Path
+) -> None:
+    # A lease far longer than the test: only a give-back lets another worker start the job.
+    long_lease = {"ILLBRIDGE_JOB_LEASE_SECONDS": "120", "ILLBRIDGE_JOB_DEADLINE_SECONDS": "100"}
+    [first] = spawn(1, ILLBRIDGE_WORKER_DRAIN_SECONDS="1", **long_lease)
+    [job_id] = enqueue_many(engine, "test.sleep", 1, {"seconds": 90})
+    wait_for(lambda: first.logged("test_sleep_started"), 20, "job started", [first])
+
+    signalled = time.monotonic()
+    stop_all([first], signal.SIGTERM)
+    assert time.monotonic() - signalled < 1 + 3.0, "the drain was not bounded"
+    given_back = job(engine, job_id)
+    assert (given_back.status, given_back.lease_token, given_back.lease_expires_at) == (
+        "queued",
+        None,
+        None,
+    )
+    assert (given_back.attempts, given_back.last_error) == (0, None)
+    assert first.logged("job_given_back")
+
+    [second] = spawn(1, ILLBRIDGE_WORKER_DRAIN_SECONDS="0", **long_lease)
+    wait_for(lambda: second.logged("test_sleep_started"), 10, "taken by another", [second])
+    assert job(engine, job_id).attempts == 1
+    stop_all([second], signal.SIGTERM)
+    assert records(record_file) == []

@@ -34,3 +34,71 @@ def run_asgi_in_thread(app: Any, *, startup_timeout: float = 10.0) -> Iterator[s
         server.should_exit = True
         thread.join(timeout=startup_timeout)
         sock.close()
+
+
+@contextmanager
+def silent_tcp_server() -> Iterator[int]:
+    """A port that accepts connections and never says a word: a database that hangs."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+    listener.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in [*accepted, listener]:
+            connection.close()
+
+
+@contextmanager
+def trickling_http_server(interval: float) -> Iterator[str]:
+    """An HTTP server whose answer never ends: headers, then one byte every `interval` seconds.
+
+    Each byte restarts a client's read timeout, so only a total deadline ends the call.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def trickle(connection: socket.socket) -> None:
+        connection.settimeout(None)
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000000\r\n\r\n"
+            )
+            while not stop.wait(interval):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection = listener.accept()[0]
+            except TimeoutError:
+                continue
+            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()

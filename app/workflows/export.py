@@ -210,4 +210,6 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
         await ctx.write(lambda session: answer_lost(session, job, lost))
         return None
     await ctx.write(lambda session: record_created(session, job, worldshare_request_id))
-    return lambda session: complete_export(session, job)
+    # Its own transaction too: a worker whose lease was taken over still marks the request.
+    await ctx.write(lambda session: complete_export(session, job))
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often due WorldShare polls are queued"
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbound_allowed_hosts: str = Field(
+        default="",
+        description="Host patterns the bridge may call, comma-separated, fnmatch-style "
+        "(*.oclc.org); empty allows any host",
+    )
+
+    @field_validator("outbound_allowed_hosts")
+    @classmethod
+    def _hosts_not_urls(cls, value: str) -> str:
+        for pattern in value.split(","):
+            if any(mark in pattern for mark in ("/", "@", ":")):
+                raise ValueError(
+                    f"{pattern.strip()!r} is not a host pattern (no scheme, port, path)"
+                )
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db import create_db_engine, read_session
 from app.institutions.secrets import SecretBox, load_secret_box
 from app.observability import Metrics
+from app.outbound_hosts import allowed_host_patterns, outbound_host_guard
 from app.worldshare.auth import TokenCache
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         headers={"User-Agent": "illbridge/0.1"},
+        event_hooks={"request": [outbound_host_guard(allowed_host_patterns(settings))]},
     )
 
 

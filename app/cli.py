@@ -101,14 +101,20 @@ def _admin_session() -> Any:
 def cmd_institution(args: argparse.Namespace) -> None:
     from app.institutions import service
     from app.institutions.schemas import InstitutionCreate, InstitutionUpdate
+    from app.outbound_hosts import allowed_host_patterns
 
+    allowed = allowed_host_patterns(get_settings())
     session_cm, box = _admin_session()
     with session_cm as session:
         try:
             if args.action == "add":
                 data = {"code": args.code, "name": args.name, **_json_arg(args.config)}
                 institution = service.create_institution(
-                    session, box, InstitutionCreate.model_validate(data)
+                    session,
+                    box,
+                    InstitutionCreate.model_validate(data),
+                    actor=service.CLI,
+                    allowed_hosts=allowed,
                 )
             elif args.action == "update":
                 data = _json_arg(args.config)
@@ -118,7 +124,12 @@ def cmd_institution(args: argparse.Namespace) -> None:
                     data["active"] = args.active
                 institution = service.get_by_code(session, args.code)
                 service.update_institution(
-                    session, box, institution, InstitutionUpdate.model_validate(data)
+                    session,
+                    box,
+                    institution,
+                    InstitutionUpdate.model_validate(data),
+                    actor=service.CLI,
+                    allowed_hosts=allowed,
                 )
             else:
                 for institution in service.list_institutions(session):

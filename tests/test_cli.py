@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
@@ -15,31 +11,9 @@ from sqlalchemy import inspect
 from app.db import create_db_engine
 from app.main import create_app
 from app.models import metadata
-from tests.conftest import SECRET_KEY
 from tests.support.api_checks import citation_body
-from tests.support.factories import bearer
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def illbridge(database_url: str, *args: str, secret_key: str | None = SECRET_KEY):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ILLBRIDGE_")}
-    env["ILLBRIDGE_DATABASE_URL"] = database_url
-    env["PYTHONPATH"] = str(ROOT)
-    if secret_key is not None:
-        env["ILLBRIDGE_SECRET_KEY"] = secret_key
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _no_traceback(result) -> None:
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+from tests.support.cli import illbridge, no_traceback
+from tests.support.factories import bearer, make_token
 
 
 def test_institutions_and_a_token_that_works(database_url, settings):
@@ -86,38 +60,38 @@ def test_operator_mistakes_end_cleanly(sqlite_template, tmp_path):
     unknown_scope = illbridge(database_url, "token", "create", "--name", "x", "--scope", "root")
     assert unknown_scope.returncode != 0
     assert "invalid choice: 'root'" in unknown_scope.stderr
-    _no_traceback(unknown_scope)
+    no_traceback(unknown_scope)
 
     unknown_institution = illbridge(
         database_url, "token", "create", "--name", "x", "--scope", "admin", "--institution", "NO"
     )
     assert unknown_institution.returncode != 0
     assert "no institution 'NO'" in unknown_institution.stderr
-    _no_traceback(unknown_institution)
+    no_traceback(unknown_institution)
 
     bad_json = illbridge(
         database_url, "institution", "add", "--code", "X", "--name", "X", "--config", "{oops"
     )
     assert bad_json.returncode != 0 and "not valid JSON" in bad_json.stderr
-    _no_traceback(bad_json)
+    no_traceback(bad_json)
 
     invalid = illbridge(
         database_url, "institution", "add", "--code", "X", "--name", "X",
         "--config", '{"policy": {"status_map": {"A": "nonsense"}}}',
     )  # fmt: skip
     assert invalid.returncode != 0 and "invalid institution configuration" in invalid.stderr
-    _no_traceback(invalid)
+    no_traceback(invalid)
 
     no_key = illbridge(database_url, "institution", "list", secret_key=None)
     assert no_key.returncode != 0 and "ILLBRIDGE_SECRET_KEY" in no_key.stderr
-    _no_traceback(no_key)
+    no_traceback(no_key)
 
 
 def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh' / 'illbridge.db'}"
     before = illbridge(url, "token", "create", "--name", "x", "--scope", "admin")
     assert before.returncode != 0 and "illbridge migrate" in before.stderr
-    _no_traceback(before)
+    no_traceback(before)
 
     migrated = illbridge(url, "migrate")
     assert migrated.returncode == 0, migrated.stderr
@@ -129,3 +103,37 @@ def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     again = illbridge(url, "migrate")
     assert again.returncode == 0, again.stderr
     assert illbridge(url, "token", "create", "--name", "x", "--scope", "admin").returncode == 0
+
+
+def test_cli_changes_follow_the_same_rules_and_are_logged(database_url, settings, engine):
+    config = {
+        "worldshare": {"token_url": "https://oauth.oclc.org/token", "key": "k", "secret": "s"}
+    }
+    added = illbridge(
+        database_url, "institution", "add", "--code", "CLI", "--name", "CLI Library",
+        "--config", json.dumps(config),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    moved = illbridge(
+        database_url, "institution", "update", "--code", "CLI",
+        "--config", json.dumps({"worldshare": {"token_url": "https://evil.example/t"}}),
+    )  # fmt: skip
+    assert moved.returncode != 0
+    assert "requires worldshare.key, worldshare.secret" in moved.stderr
+    outside = illbridge(
+        database_url, "institution", "update", "--code", "CLI", "--inactive",
+        "--config", json.dumps({"alma": {"api_base_url": "https://evil.example/almaws"}}),
+        env={"ILLBRIDGE_OUTBOUND_ALLOWED_HOSTS": "*.oclc.org"},
+    )  # fmt: skip
+    assert outside.returncode != 0 and "'evil.example' is not in" in outside.stderr
+    renamed = illbridge(database_url, "institution", "update", "--code", "CLI", "--name", "New")
+    assert renamed.returncode == 0, renamed.stderr
+
+    admin = bearer(make_token(engine, ["admin"]))
+    with TestClient(create_app(settings)) as client:
+        items = client.get("/api/v1/institutions/CLI/audit", headers=admin).json()["items"]
+    assert [(i["actor"], i["action"], i["fields"]) for i in items] == [
+        ("cli", "updated", ["name"]),
+        ("cli", "created", ["code", "name", "worldshare.key", "worldshare.secret",
+                            "worldshare.token_url"]),
+    ]  # fmt: skip

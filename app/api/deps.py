@@ -11,11 +11,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.db import read_session
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.institutions.models import ApiToken, Institution
 from app.institutions.secrets import SecretBox
-from app.institutions.service import authenticate
+from app.institutions.service import Actor, authenticate, institution_not_found
 from app.jobs.context import JobContext
+from app.outbound_hosts import allowed_host_patterns
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
 
@@ -50,9 +51,14 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
         yield session
 
 
+def get_allowed_hosts(context: Context) -> tuple[str, ...]:
+    return allowed_host_patterns(context.settings)
+
+
 ReadSession = Annotated[Session, Depends(get_read_session)]
 DbEngine = Annotated[Engine, Depends(get_engine)]
 Box = Annotated[SecretBox, Depends(get_box)]
+AllowedHosts = Annotated[tuple[str, ...], Depends(get_allowed_hosts)]
 
 
 def require(scope: str) -> Callable[..., ApiToken]:
@@ -72,10 +78,14 @@ def require(scope: str) -> Callable[..., ApiToken]:
     return check
 
 
+def actor_of(token: ApiToken) -> Actor:
+    return Actor(token.name, token.id)
+
+
 def ensure_visible(token: ApiToken, institution: Institution) -> None:
-    """A token bound to one institution sees nothing of another: 404, not 403."""
+    """A token bound to one institution sees nothing of another: the 404 of a missing one."""
     if token.institution_id is not None and token.institution_id != institution.id:
-        raise NotFound("not found")
+        raise institution_not_found(institution.code)
 
 
 Reader = Annotated[ApiToken, Depends(require("requests:read"))]

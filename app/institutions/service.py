@@ -1,11 +1,28 @@
-"""Institutions and API tokens: create, change, read, authenticate. Callers commit."""
+"""Institutions and API tokens: create, change, read, authenticate. Callers commit.
+
+Every change to an institution is written to its change log (who, when, which fields — never a
+value). Moving a URL takes the secrets that go to it: a stolen admin token cannot point an
+institution's credentials at a server of its own.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from app.errors import Conflict, NotFound, Unauthorized
-from app.institutions.models import SCOPES, ApiToken, Institution
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+
+from app.errors import AppError, Conflict, NotFound, Unauthorized
+from app.institutions.models import (
+    SCOPES,
+    SECRET_COLUMNS,
+    ApiToken,
+    AuditAction,
+    Institution,
+    InstitutionAudit,
+)
 from app.institutions.schemas import (
     AgencyIdOut,
     AlmaSettingsIn,
@@ -19,14 +36,69 @@ from app.institutions.schemas import (
     WorldShareSettingsOut,
 )
 from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
+from app.outbound_hosts import host_allowed, refusal
 from app.timeutil import utcnow
 from app.worldshare.client import WorldShareConfig
+
+# Each group's URLs, and the columns of the secrets that group's calls carry.
+GROUP_URLS = {"alma": ("api_base_url", "iso18626_url"), "worldshare": ("base_url", "token_url")}
+GROUP_SECRETS = {
+    "alma": {
+        "api_key": "alma_api_key_encrypted",
+        "webhook_secrets": "alma_webhook_secrets_encrypted",
+        "iso18626_security_code": "alma_iso18626_security_code_encrypted",
+    },
+    "worldshare": {"key": "worldshare_key_encrypted", "secret": "worldshare_secret_encrypted"},
+}
+# The setting each column holds, as the API names it (for the change log).
+FIELD_OF_COLUMN = {
+    "name": "name",
+    "active": "active",
+    "alma_api_base_url": "alma.api_base_url",
+    "alma_iso18626_url": "alma.iso18626_url",
+    "alma_agency_id_type": "alma.agency_id",
+    "alma_agency_id_value": "alma.agency_id",
+    "bridge_agency_id_type": "alma.bridge_agency_id",
+    "bridge_agency_id_value": "alma.bridge_agency_id",
+    "worldshare_base_url": "worldshare.base_url",
+    "worldshare_token_url": "worldshare.token_url",
+    "worldshare_scope": "worldshare.scope",
+    "worldshare_institution_id": "worldshare.institution_id",
+    **{
+        name: f"policy.{name}"
+        for name in (
+            "cancel_reason",
+            "stale_after_days",
+            "patron_due_date_offset_days",
+            "retention_days",
+            "poll_interval_seconds",
+            "status_map",
+        )
+    },
+    **SECRET_COLUMNS,
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes an institution, for its change log: a token (by name and id) or the CLI."""
+
+    name: str
+    token_id: int | None = None
+
+
+CLI = Actor("cli")
+
+
+def institution_not_found(code: str) -> NotFound:
+    """One answer for an institution that does not exist and one a token may not see."""
+    return NotFound(f"no institution {code!r}")
 
 
 def get_by_code(session: Session, code: str) -> Institution:
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
     if institution is None:
-        raise NotFound(f"no institution {code!r}")
+        raise institution_not_found(code)
     return institution
 
 
@@ -37,21 +109,44 @@ def list_institutions(session: Session, *, only_id: int | None = None) -> list[I
     return list(session.exec(query))
 
 
-def create_institution(session: Session, box: SecretBox, data: InstitutionCreate) -> Institution:
+def create_institution(
+    session: Session,
+    box: SecretBox,
+    data: InstitutionCreate,
+    *,
+    actor: Actor,
+    allowed_hosts: Sequence[str] = (),
+) -> Institution:
+    """`allowed_hosts`: the outbound host patterns every URL must match (none: any host)."""
+    _check_hosts({"alma": data.alma, "worldshare": data.worldshare}, allowed_hosts)
     if session.exec(select(Institution.id).where(Institution.code == data.code)).first():
         raise Conflict(f"institution {data.code!r} already exists")
     institution = Institution(code=data.code, name=data.name)
+    blank = _settings_of(institution)
     _apply_alma(institution, box, data.alma)
     _apply_worldshare(institution, box, data.worldshare)
     _apply_policy(institution, data.policy)
     session.add(institution)
     session.flush()
+    fields = ["code", "name", *_changed_fields(blank, _settings_of(institution))]
+    _log_change(session, institution, actor, AuditAction.CREATED, fields)
     return institution
 
 
 def update_institution(
-    session: Session, box: SecretBox, institution: Institution, data: InstitutionUpdate
+    session: Session,
+    box: SecretBox,
+    institution: Institution,
+    data: InstitutionUpdate,
+    *,
+    actor: Actor,
+    allowed_hosts: Sequence[str] = (),
 ) -> Institution:
+    """Apply the fields `data` names; refused whole (422) if a URL moves without its secrets."""
+    groups = {"alma": data.alma, "worldshare": data.worldshare}
+    _check_hosts(groups, allowed_hosts)
+    _require_secrets_with_moved_urls(institution, groups)
+    before = _settings_of(institution)
     if data.name is not None:
         institution.name = data.name
     if data.active is not None:
@@ -62,10 +157,92 @@ def update_institution(
         _apply_worldshare(institution, box, data.worldshare)
     if data.policy is not None:
         _apply_policy(institution, data.policy)
-    institution.updated_at = utcnow()
-    session.add(institution)
-    session.flush()
+    changed = _changed_fields(before, _settings_of(institution))
+    if changed:
+        institution.updated_at = utcnow()
+        session.add(institution)
+        session.flush()
+        _log_change(session, institution, actor, AuditAction.UPDATED, changed)
     return institution
+
+
+def list_changes(
+    session: Session, institution: Institution, *, before_id: int | None, limit: int
+) -> list[InstitutionAudit]:
+    """The institution's change log, newest first."""
+    query = select(InstitutionAudit).where(InstitutionAudit.institution_id == institution.id)
+    if before_id is not None:
+        query = query.where(col(InstitutionAudit.id) < before_id)
+    return list(session.exec(query.order_by(col(InstitutionAudit.id).desc()).limit(limit)))
+
+
+def _log_change(
+    session: Session,
+    institution: Institution,
+    actor: Actor,
+    action: AuditAction,
+    fields: list[str],
+) -> None:
+    assert institution.id is not None
+    session.add(
+        InstitutionAudit(
+            institution_id=institution.id,
+            actor=actor.name,
+            token_id=actor.token_id,
+            action=action.value,
+            fields=fields,
+        )
+    )
+    session.flush()
+
+
+def _settings_of(institution: Institution) -> dict[str, Any]:
+    return {column: getattr(institution, column) for column in FIELD_OF_COLUMN}
+
+
+def _changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    # A secret given again counts as changed: its ciphertext is new even for the same value.
+    return sorted({FIELD_OF_COLUMN[c] for c in FIELD_OF_COLUMN if before[c] != after[c]})
+
+
+def _check_hosts(groups: Mapping[str, BaseModel | None], allowed_hosts: Sequence[str]) -> None:
+    for group_name, group in groups.items():
+        if group is None:
+            continue
+        for name in GROUP_URLS[group_name]:
+            value = getattr(group, name)
+            if value is not None and not host_allowed(str(value), allowed_hosts):
+                raise AppError(
+                    f"{group_name}.{name}: {refusal(str(value))}",
+                    code="host_not_allowed",
+                    status_code=422,
+                )
+
+
+def _require_secrets_with_moved_urls(
+    institution: Institution, groups: Mapping[str, BaseModel | None]
+) -> None:
+    """A URL that changes must come with every secret its group holds, given again."""
+    for group_name, group in groups.items():
+        if group is None:
+            continue
+        moved = [
+            f"{group_name}.{name}"
+            for name in GROUP_URLS[group_name]
+            if getattr(group, name) is not None
+            and _url(getattr(group, name)) != getattr(institution, f"{group_name}_{name}")
+        ]
+        missing = [
+            f"{group_name}.{name}"
+            for name, column in GROUP_SECRETS[group_name].items()
+            if getattr(institution, column) is not None and getattr(group, name) is None
+        ]
+        if moved and missing:
+            raise AppError(
+                f"changing {', '.join(moved)} requires {', '.join(missing)} in the same request",
+                code="secrets_required",
+                status_code=422,
+            )
 
 
 def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) -> None:

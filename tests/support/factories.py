@@ -20,7 +20,10 @@ def make_institution(
     data = {"code": code, "name": f"University {code}", **groups}
     with write_session(engine) as session:
         institution = service.create_institution(
-            session, load_secret_box(settings), InstitutionCreate.model_validate(data)
+            session,
+            load_secret_box(settings),
+            InstitutionCreate.model_validate(data),
+            actor=service.Actor("test"),
         )
         session.commit()
     return institution

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.institutions.models import SCOPES
 
 
@@ -32,6 +32,18 @@ def _json_arg(value: str | None) -> dict[str, Any]:
     return data
 
 
+def _check_secret_key(settings: Settings) -> None:
+    """The lifespan checks too; here a wrong key is one line, not a server's traceback."""
+    from app.db import create_db_engine
+    from app.institutions.secrets import check_stored_secrets, load_secret_box
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        check_stored_secrets(engine, load_secret_box(settings))
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -40,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _check_secret_key(settings)
     app = create_app(settings, run_worker=not args.no_worker)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30)
 
@@ -141,6 +154,16 @@ def cmd_institution(args: argparse.Namespace) -> None:
         print(service.to_public(institution, box).model_dump_json(indent=2))
 
 
+def cmd_rotate_secrets(_args: argparse.Namespace) -> None:
+    from app.institutions import service
+
+    session_cm, box = _admin_session()
+    with session_cm as session:
+        rewritten = service.rotate_secrets(session, box, actor=service.CLI)
+        session.commit()
+    print(f"re-encrypted {rewritten} stored secret value(s) with the newest key")
+
+
 def cmd_token(args: argparse.Namespace) -> None:
     from app.db import create_db_engine, write_session
     from app.institutions import service
@@ -211,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--inactive", dest="active", action="store_false")
     institution.set_defaults(func=cmd_institution)
 
+    rotate = commands.add_parser(
+        "rotate-secrets",
+        help="re-encrypt every stored secret with the newest key of ILLBRIDGE_SECRET_KEYS",
+    )
+    rotate.set_defaults(func=cmd_rotate_secrets)
+
     token = commands.add_parser("token", help="create API tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
     create = token_actions.add_parser("create")
@@ -235,14 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     from sqlalchemy.exc import OperationalError
 
     from app.errors import AppError
-    from app.institutions.secrets import SecretKeyMissing
+    from app.institutions.secrets import SecretKeyError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except AppError as exc:
         raise SystemExit(f"error: {exc.detail}") from None
-    except SecretKeyMissing as exc:
+    except SecretKeyError as exc:
         raise SystemExit(f"error: {exc}") from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__

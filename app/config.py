@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key that encrypts institution secrets at rest"
     )
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys, comma-separated, newest first (key rotation); "
+        "ILLBRIDGE_SECRET_KEY, if also set, is tried after them",
+    )
     sandbox: bool = Field(
         default=False, description="Mount the simulated Alma and WorldShare and seed a demo"
     )

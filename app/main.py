@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
@@ -16,6 +17,7 @@ from app.alma.iso_endpoint import router as iso18626_router
 from app.api import router as api_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.institutions.secrets import check_stored_secrets
 from app.jobs.context import JobContext, open_context
 from app.jobs.setup import build_registry
 from app.jobs.worker import Worker
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_context(settings, metrics) as context:
+            await to_thread.run_sync(check_stored_secrets, context.engine, context.secrets)
             worker = Worker(context, build_registry(settings)) if run_worker else None
             app.state.services = Services(context=context, worker=worker)
             stop = asyncio.Event()

@@ -35,7 +35,12 @@ from app.institutions.schemas import (
     WorldShareSettingsIn,
     WorldShareSettingsOut,
 )
-from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
+from app.institutions.secrets import (
+    SecretBox,
+    hash_api_token,
+    new_api_token,
+    rotate_stored_secrets,
+)
 from app.outbound_hosts import host_allowed, refusal
 from app.timeutil import utcnow
 from app.worldshare.client import WorldShareConfig
@@ -164,6 +169,15 @@ def update_institution(
         session.flush()
         _log_change(session, institution, actor, AuditAction.UPDATED, changed)
     return institution
+
+
+def rotate_secrets(session: Session, box: SecretBox, *, actor: Actor) -> int:
+    """Re-encrypt every stored secret with the newest key; how many values were rewritten."""
+    rewritten = 0
+    for institution, fields in rotate_stored_secrets(session, box):
+        _log_change(session, institution, actor, AuditAction.SECRETS_REENCRYPTED, fields)
+        rewritten += len(fields)
+    return rewritten
 
 
 def list_changes(

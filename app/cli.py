@@ -8,6 +8,8 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from app.config import Settings, get_settings
 from app.institutions.models import SCOPES
+from app.timeutil import utcnow
 
 
 def _json_arg(value: str | None) -> dict[str, Any]:
@@ -30,6 +33,19 @@ def _json_arg(value: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SystemExit("the configuration must be a JSON object")
     return data
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high}")
+        return number
+
+    return parse
 
 
 def _check_secret_key(settings: Settings) -> None:
@@ -165,20 +181,38 @@ def cmd_rotate_secrets(_args: argparse.Namespace) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
-    from app.db import create_db_engine, write_session
+    from app.db import create_db_engine, read_session, write_session
     from app.institutions import service
 
     engine = create_db_engine(get_settings().database_url)
+    if args.action == "list":
+        with read_session(engine) as session:
+            for shown in service.list_tokens(session, institution_id=None):
+                print(shown.model_dump_json())
+        return
     with write_session(engine) as session:
+        if args.action == "revoke":
+            revoked = service.revoke_token(session, args.id, institution_id=None)
+            session.commit()
+            print(f"token {revoked.id} ({revoked.name}) revoked")
+            return
         institution = service.get_by_code(session, args.institution) if args.institution else None
+        expires_at = None
+        if args.expires_in_days is not None:
+            expires_at = utcnow() + timedelta(days=args.expires_in_days)
         try:
             token, plain = service.create_token(
-                session, name=args.name, scopes=args.scope, institution=institution
+                session,
+                name=args.name,
+                scopes=args.scope,
+                institution=institution,
+                expires_at=expires_at,
             )
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         session.commit()
-    print(f"token {token.id} ({token.name}), scopes {' '.join(token.scopes)}")
+    expiry = f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else ""
+    print(f"token {token.id} ({token.name}), scopes {' '.join(token.scopes)}{expiry}")
     print("Store it now; it is shown only once:")
     print(plain)
 
@@ -240,12 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(func=cmd_rotate_secrets)
 
-    token = commands.add_parser("token", help="create API tokens")
+    token = commands.add_parser("token", help="create, list or revoke API tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
     create = token_actions.add_parser("create")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", required=True, choices=SCOPES)
     create.add_argument("--institution", help="bind the token to one institution")
+    create.add_argument(
+        "--expires-in-days",
+        type=_whole_number(1, 36500),
+        help="refuse the token after this many days",
+    )
+    token_actions.add_parser("list", help="one JSON line per token (never its value)")
+    revoke = token_actions.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("id", type=_whole_number(1, 2**31 - 1))
     token.set_defaults(func=cmd_token)
 
     sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")

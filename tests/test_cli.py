@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from app.db import create_db_engine
+from app.institutions.secrets import hash_api_token
 from app.main import create_app
 from app.models import metadata
 from tests.support.api_checks import citation_body
@@ -103,6 +105,40 @@ def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     again = illbridge(url, "migrate")
     assert again.returncode == 0, again.stderr
     assert illbridge(url, "token", "create", "--name", "x", "--scope", "admin").returncode == 0
+
+
+def test_tokens_listed_revoked_and_expiring(database_url, settings):
+    created = illbridge(
+        database_url, "token", "create", "--name", "short", "--scope", "admin",
+        "--expires-in-days", "2",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "expires " in created.stdout
+    plain = created.stdout.strip().splitlines()[-1]
+
+    listed = illbridge(database_url, "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["name"], row["revoked_at"]) == ("short", None)
+    expires = datetime.fromisoformat(row["expires_at"])
+    assert timedelta(days=1, hours=23) < expires - datetime.now(UTC) <= timedelta(days=2)
+    assert plain not in listed.stdout and hash_api_token(plain) not in listed.stdout
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/api/v1/tokens", headers=bearer(plain)).status_code == 200
+        revoked = illbridge(database_url, "token", "revoke", str(row["id"]))
+        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.stdout.strip() == f"token {row['id']} (short) revoked"
+        assert client.get("/api/v1/tokens", headers=bearer(plain)).status_code == 401
+
+    unknown = illbridge(database_url, "token", "revoke", "4242")
+    assert unknown.returncode != 0 and "no token 4242" in unknown.stderr
+    no_traceback(unknown)
+    never = illbridge(
+        database_url, "token", "create", "--name", "x", "--scope", "admin",
+        "--expires-in-days", "0",
+    )  # fmt: skip
+    assert never.returncode != 0 and "a whole number from 1 to 36500" in never.stderr
 
 
 def test_cli_changes_follow_the_same_rules_and_are_logged(database_url, settings, engine):

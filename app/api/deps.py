@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from app.db import read_session
+from app.db import read_session, write_session
 from app.errors import Forbidden, Unauthorized
 from app.institutions.models import ApiToken, Institution
 from app.institutions.secrets import SecretBox
-from app.institutions.service import Actor, authenticate, institution_not_found
+from app.institutions.service import (
+    Actor,
+    authenticate,
+    institution_not_found,
+    record_token_use,
+    use_is_stale,
+)
 from app.jobs.context import JobContext
 from app.outbound_hosts import allowed_host_patterns
+from app.timeutil import utcnow
+
+log = logging.getLogger("illbridge.auth")
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
 
@@ -66,16 +78,31 @@ def require(scope: str) -> Callable[..., ApiToken]:
 
     def check(
         session: ReadSession,
+        engine: DbEngine,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiToken:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("a bearer token is required")
-        token = authenticate(session, credentials.credentials)
+        now = utcnow()
+        token = authenticate(session, credentials.credentials, now=now)
         if not token.has_scope(scope):
             raise Forbidden(f"this token lacks the {scope!r} scope")
+        if use_is_stale(token, now):
+            _record_use(engine, token, now)
         return token
 
     return check
+
+
+def _record_use(engine: Engine, token: ApiToken, now: datetime) -> None:
+    """A token's last use, in a short write of its own; a failure costs the stamp, not the call."""
+    assert token.id is not None
+    try:
+        with write_session(engine) as session:
+            record_token_use(session, token.id, now)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.warning("token_use_not_recorded", extra={"error_type": type(exc).__name__})
 
 
 def actor_of(token: ApiToken) -> Actor:

@@ -176,3 +176,16 @@ class InstitutionChange(BaseModel):
 class InstitutionChangePage(BaseModel):
     items: list[InstitutionChange]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")
+
+
+class TokenPublic(BaseModel):
+    """A bearer token as operators see it: never its value nor its hash."""
+
+    id: int
+    name: str
+    scopes: list[str]
+    institution: str | None = Field(description="The institution it is bound to, if any")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Recorded to within a minute")
+    revoked_at: datetime | None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from app.errors import AppError, Conflict, NotFound, Unauthorized
@@ -32,6 +34,7 @@ from app.institutions.schemas import (
     InstitutionUpdate,
     PolicyIn,
     PolicyOut,
+    TokenPublic,
     WorldShareSettingsIn,
     WorldShareSettingsOut,
 )
@@ -82,6 +85,8 @@ FIELD_OF_COLUMN = {
     },
     **SECRET_COLUMNS,
 }
+# A token's last use is recorded at most this often, so reads do not all become writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -393,7 +398,12 @@ def worldshare_config(institution: Institution, box: SecretBox) -> WorldShareCon
 
 
 def create_token(
-    session: Session, *, name: str, scopes: list[str], institution: Institution | None
+    session: Session,
+    *,
+    name: str,
+    scopes: list[str],
+    institution: Institution | None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token; the plain value is returned once and only its hash is stored."""
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -405,16 +415,78 @@ def create_token(
         token_hash=hash_api_token(plain),
         scopes=sorted(set(scopes)),
         institution_id=institution.id if institution else None,
+        expires_at=expires_at,
     )
     session.add(token)
     session.flush()
     return token, plain
 
 
-def authenticate(session: Session, bearer: str) -> ApiToken:
+def authenticate(session: Session, bearer: str, *, now: datetime | None = None) -> ApiToken:
     token = session.exec(
         select(ApiToken).where(ApiToken.token_hash == hash_api_token(bearer))
     ).first()
     if token is None or token.revoked_at is not None:
         raise Unauthorized("invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+        raise Unauthorized("token expired")
     return token
+
+
+def use_is_stale(token: ApiToken, now: datetime) -> bool:
+    """Whether the token's recorded last use is old enough to record this one."""
+    return token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+def record_token_use(session: Session, token_id: int, now: datetime) -> None:
+    """Stamp the last use, unless another request (or replica) did within the resolution."""
+    session.execute(
+        update(ApiToken)
+        .where(col(ApiToken.id) == token_id)
+        .where(
+            or_(
+                col(ApiToken.last_used_at).is_(None),
+                col(ApiToken.last_used_at) <= now - LAST_USED_RESOLUTION,
+            )
+        )
+        .values(last_used_at=now)
+    )
+
+
+def list_tokens(session: Session, *, institution_id: int | None) -> list[TokenPublic]:
+    """Every token, or (for a token bound to one institution) that institution's only."""
+    query = (
+        select(ApiToken, Institution.code)
+        .join(Institution, col(ApiToken.institution_id) == col(Institution.id), isouter=True)
+        .order_by(col(ApiToken.id))
+    )
+    if institution_id is not None:
+        query = query.where(ApiToken.institution_id == institution_id)
+    return [token_public(token, code) for token, code in session.exec(query)]
+
+
+def revoke_token(session: Session, token_id: int, *, institution_id: int | None) -> ApiToken:
+    """Revoke a token (again is no error); one out of the caller's reach is not found."""
+    token = session.get(ApiToken, token_id)
+    if token is None or institution_id not in (None, token.institution_id):
+        raise NotFound(f"no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        session.flush()
+    return token
+
+
+def token_public(token: ApiToken, institution_code: str | None) -> TokenPublic:
+    """What may be shown of a token: never its hash."""
+    assert token.id is not None
+    return TokenPublic(
+        id=token.id,
+        name=token.name,
+        scopes=token.scopes,
+        institution=institution_code,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+        revoked_at=token.revoked_at,
+    )

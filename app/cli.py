@@ -128,6 +128,7 @@ def _admin_session() -> Any:
 
 
 def cmd_institution(args: argparse.Namespace) -> None:
+    from app.errors import describe_validation_errors
     from app.institutions import service
     from app.institutions.schemas import InstitutionCreate, InstitutionUpdate
     from app.outbound_hosts import allowed_host_patterns
@@ -165,7 +166,11 @@ def cmd_institution(args: argparse.Namespace) -> None:
                     print(service.to_public(institution, box).model_dump_json())
                 return
         except ValidationError as exc:
-            raise SystemExit(f"invalid institution configuration:\n{exc}") from None
+            # Pydantic's own text echoes each input, and an input may be a secret.
+            problems = describe_validation_errors(exc.errors(), whole="configuration")
+            raise SystemExit(
+                "invalid institution configuration:\n" + "\n".join(f"  {p}" for p in problems)
+            ) from None
         session.commit()
         print(service.to_public(institution, box).model_dump_json(indent=2))
 

@@ -107,6 +107,32 @@ def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     assert illbridge(url, "token", "create", "--name", "x", "--scope", "admin").returncode == 0
 
 
+def test_a_validation_error_never_prints_a_secret(sqlite_template, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    shutil.copyfile(sqlite_template, tmp_path / "cli.db")
+    secret = "cli-secret-4f2a"
+    # Pydantic's own message would echo the list, the whole object, the other field's value.
+    configs = {
+        "alma.api_key: Input should be a valid string": {"alma": {"api_key": [secret]}},
+        "configuration: Value error, text must not contain NUL characters": {
+            "worldshare": {"scope": "bad\u0000scope", "key": secret}
+        },
+        "worldshare.institution_id: String should match pattern": {
+            "worldshare": {"institution_id": "abc", "secret": secret}
+        },
+    }
+    for problem, config in configs.items():
+        refused = illbridge(
+            database_url, "institution", "add", "--code", "X", "--name", "X",
+            "--config", json.dumps(config),
+        )  # fmt: skip
+        assert secret not in refused.stderr + refused.stdout
+        assert "input_value" not in refused.stderr
+        assert refused.returncode != 0 and "invalid institution configuration" in refused.stderr
+        assert problem in refused.stderr
+        no_traceback(refused)
+
+
 def test_tokens_listed_revoked_and_expiring(database_url, settings):
     created = illbridge(
         database_url, "token", "create", "--name", "short", "--scope", "admin",

@@ -8,13 +8,16 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.institutions.models import SCOPES
+from app.timeutil import utcnow
 
 
 def _json_arg(value: str | None) -> dict[str, Any]:
@@ -32,6 +35,31 @@ def _json_arg(value: str | None) -> dict[str, Any]:
     return data
 
 
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _check_secret_key(settings: Settings) -> None:
+    """The lifespan checks too; here a wrong key is one line, not a server's traceback."""
+    from app.db import create_db_engine
+    from app.institutions.secrets import check_stored_secrets, load_secret_box
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        check_stored_secrets(engine, load_secret_box(settings))
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -40,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _check_secret_key(settings)
     app = create_app(settings, run_worker=not args.no_worker)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30)
 
@@ -101,16 +130,23 @@ def _admin_session() -> Any:
 
 
 def cmd_institution(args: argparse.Namespace) -> None:
+    from app.errors import describe_validation_errors
     from app.institutions import service
     from app.institutions.schemas import InstitutionCreate, InstitutionUpdate
+    from app.outbound_hosts import allowed_host_patterns
 
+    allowed = allowed_host_patterns(get_settings())
     session_cm, box = _admin_session()
     with session_cm as session:
         try:
             if args.action == "add":
                 data = {"code": args.code, "name": args.name, **_json_arg(args.config)}
                 institution = service.create_institution(
-                    session, box, InstitutionCreate.model_validate(data)
+                    session,
+                    box,
+                    InstitutionCreate.model_validate(data),
+                    actor=service.CLI,
+                    allowed_hosts=allowed,
                 )
             elif args.action == "update":
                 data = _json_arg(args.config)
@@ -120,33 +156,70 @@ def cmd_institution(args: argparse.Namespace) -> None:
                     data["active"] = args.active
                 institution = service.get_by_code(session, args.code)
                 service.update_institution(
-                    session, box, institution, InstitutionUpdate.model_validate(data)
+                    session,
+                    box,
+                    institution,
+                    InstitutionUpdate.model_validate(data),
+                    actor=service.CLI,
+                    allowed_hosts=allowed,
                 )
             else:
                 for institution in service.list_institutions(session):
                     print(service.to_public(institution, box).model_dump_json())
                 return
         except ValidationError as exc:
-            raise SystemExit(f"invalid institution configuration:\n{exc}") from None
+            # Pydantic's own text echoes each input, and an input may be a secret.
+            problems = describe_validation_errors(exc.errors(), whole="configuration")
+            raise SystemExit(
+                "invalid institution configuration:\n" + "\n".join(f"  {p}" for p in problems)
+            ) from None
         session.commit()
         print(service.to_public(institution, box).model_dump_json(indent=2))
 
 
+def cmd_rotate_secrets(_args: argparse.Namespace) -> None:
+    from app.institutions import service
+
+    session_cm, box = _admin_session()
+    with session_cm as session:
+        rewritten = service.rotate_secrets(session, box, actor=service.CLI)
+        session.commit()
+    print(f"re-encrypted {rewritten} stored secret value(s) with the newest key")
+
+
 def cmd_token(args: argparse.Namespace) -> None:
-    from app.db import engine_for, write_session
+    from app.db import engine_for, read_session, write_session
     from app.institutions import service
 
     engine = engine_for(get_settings())
+    if args.action == "list":
+        with read_session(engine) as session:
+            for shown in service.list_tokens(session, institution_id=None):
+                print(shown.model_dump_json())
+        return
     with write_session(engine) as session:
+        if args.action == "revoke":
+            revoked = service.revoke_token(session, args.id, institution_id=None)
+            session.commit()
+            print(f"token {revoked.id} ({revoked.name}) revoked")
+            return
         institution = service.get_by_code(session, args.institution) if args.institution else None
+        expires_at = None
+        if args.expires_in_days is not None:
+            expires_at = utcnow() + timedelta(days=args.expires_in_days)
         try:
             token, plain = service.create_token(
-                session, name=args.name, scopes=args.scope, institution=institution
+                session,
+                name=args.name,
+                scopes=args.scope,
+                institution=institution,
+                expires_at=expires_at,
             )
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         session.commit()
-    print(f"token {token.id} ({token.name}), scopes {' '.join(token.scopes)}")
+    expiry = f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else ""
+    print(f"token {token.id} ({token.name}), scopes {' '.join(token.scopes)}{expiry}")
     print("Store it now; it is shown only once:")
     print(plain)
 
@@ -202,12 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--inactive", dest="active", action="store_false")
     institution.set_defaults(func=cmd_institution)
 
-    token = commands.add_parser("token", help="create API tokens")
+    rotate = commands.add_parser(
+        "rotate-secrets",
+        help="re-encrypt every stored secret with the newest key of ILLBRIDGE_SECRET_KEYS",
+    )
+    rotate.set_defaults(func=cmd_rotate_secrets)
+
+    token = commands.add_parser("token", help="create, list or revoke API tokens")
     token_actions = token.add_subparsers(dest="action", required=True)
     create = token_actions.add_parser("create")
     create.add_argument("--name", required=True)
     create.add_argument("--scope", action="append", required=True, choices=SCOPES)
     create.add_argument("--institution", help="bind the token to one institution")
+    create.add_argument(
+        "--expires-in-days",
+        type=_whole_number(1, 36500),
+        help="refuse the token after this many days",
+    )
+    token_actions.add_parser("list", help="one JSON line per token (never its value)")
+    revoke = token_actions.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("id", type=_whole_number(1, 2**31 - 1))
     token.set_defaults(func=cmd_token)
 
     sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")
@@ -226,14 +313,14 @@ def main(argv: list[str] | None = None) -> None:
     from sqlalchemy.exc import OperationalError
 
     from app.errors import AppError
-    from app.institutions.secrets import SecretKeyMissing
+    from app.institutions.secrets import SecretKeyError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except AppError as exc:
         raise SystemExit(f"error: {exc.detail}") from None
-    except SecretKeyMissing as exc:
+    except SecretKeyError as exc:
         raise SystemExit(f"error: {exc}") from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key that encrypts institution secrets at rest"
+    )
+    secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys, comma-separated, newest first (key rotation); "
+        "ILLBRIDGE_SECRET_KEY, if also set, is tried after them",
     )
     sandbox: bool = Field(
         default=False, description="Mount the simulated Alma and WorldShare and seed a demo"
@@ -66,6 +71,21 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often due WorldShare polls are queued"
     )
     outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbound_allowed_hosts: str = Field(
+        default="",
+        description="Host patterns the bridge may call, comma-separated, fnmatch-style "
+        "(*.oclc.org); empty allows any host",
+    )
+
+    @field_validator("outbound_allowed_hosts")
+    @classmethod
+    def _hosts_not_urls(cls, value: str) -> str:
+        for pattern in value.split(","):
+            if any(mark in pattern for mark in ("/", "@", ":")):
+                raise ValueError(
+                    f"{pattern.strip()!r} is not a host pattern (no scheme, port, path)"
+                )
+        return value
 
     # psycopg counts the connect timeout in whole seconds and waits at least 2.
     db_connect_timeout_seconds: int = Field(default=5, ge=2, le=60)

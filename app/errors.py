@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -97,16 +98,21 @@ def envelope(status_code: int, code: str, detail: str) -> JSONResponse:
     )
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
+def describe_validation_errors(errors: Sequence[Any], *, whole: str = "body") -> list[str]:
+    """`where: what` per error (ten at most), never the offending input: it may carry patron
+    data or a secret."""
     parts = []
-    for error in exc.errors()[:10]:
+    for error in errors[:10]:
         if error.get("type") == "json_invalid":
-            parts.append("body: malformed JSON")
+            parts.append(f"{whole}: malformed JSON")
             continue
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        # The message only, never the offending input: it may carry patron data.
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+        parts.append(f"{where or whole}: {error.get('msg', 'invalid')}")
+    return parts
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    return "; ".join(describe_validation_errors(exc.errors())) or "invalid request"
 
 
 _ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}

@@ -2,7 +2,7 @@
 
 from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.db import metadata
-from app.institutions.models import ApiToken, Institution
+from app.institutions.models import ApiToken, Institution, InstitutionAudit
 from app.jobs.models import Job
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "BorrowingRequest",
     "InboundMessage",
     "Institution",
+    "InstitutionAudit",
     "Job",
     "RequestEvent",
     "metadata",

@@ -16,9 +16,10 @@ from sqlmodel import Session
 
 from app.config import Settings
 from app.db import engine_for, read_session, write_session
-from app.institutions.secrets import SecretBox, load_secret_box
+from app.institutions.secrets import SecretBox, check_stored_secrets, load_secret_box
 from app.institutions.service import warn_of_iso18626_opt_outs
 from app.observability import Metrics
+from app.outbound_hosts import allowed_host_patterns, outbound_host_guard
 from app.worldshare.auth import TokenCache
 
 T = TypeVar("T")
@@ -61,6 +62,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         headers={"User-Agent": "illbridge/0.1"},
+        event_hooks={"request": [outbound_host_guard(allowed_host_patterns(settings))]},
     )
 
 
@@ -69,6 +71,8 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
     """The engine and the shared HTTP client for the life of a process."""
     engine = engine_for(settings)
     try:
+        secrets = load_secret_box(settings)
+        check_stored_secrets(engine, secrets)
         with read_session(engine) as session:
             warn_of_iso18626_opt_outs(session)
         async with new_http_client(settings) as http:
@@ -76,7 +80,7 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
                 settings=settings,
                 engine=engine,
                 http=http,
-                secrets=load_secret_box(settings),
+                secrets=secrets,
                 worldshare_tokens=TokenCache(),
                 metrics=metrics,
             )

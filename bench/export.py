@@ -83,6 +83,7 @@ def prepare(settings: Settings, sandbox: str, requests: int) -> None:
                     },
                 }
             ),
+            actor=institutions.Actor("bench"),
         )
         citation = Citation(title="Benchmarking Interlibrary Loan", author="A. Librarian")
         for number in range(requests):

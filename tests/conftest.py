@@ -25,7 +25,8 @@ from app.models import metadata
 
 POSTGRES_URL = os.environ.get("ILLBRIDGE_TEST_POSTGRES_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-SECRET_KEY = Fernet.generate_key().decode()
+# Set once per process: this module is imported both as `conftest` and as `tests.conftest`.
+SECRET_KEY = os.environ.setdefault("ILLBRIDGE_TEST_SECRET_KEY", Fernet.generate_key().decode())
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from app.db import create_db_engine
+from app.institutions.secrets import hash_api_token
 from app.main import create_app
 from app.models import metadata
-from tests.conftest import SECRET_KEY
 from tests.support.api_checks import citation_body
-from tests.support.factories import bearer
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def illbridge(database_url: str, *args: str, secret_key: str | None = SECRET_KEY):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ILLBRIDGE_")}
-    env["ILLBRIDGE_DATABASE_URL"] = database_url
-    env["PYTHONPATH"] = str(ROOT)
-    if secret_key is not None:
-        env["ILLBRIDGE_SECRET_KEY"] = secret_key
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _no_traceback(result) -> None:
-    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+from tests.support.cli import illbridge, no_traceback
+from tests.support.factories import bearer, make_token
 
 
 def test_institutions_and_a_token_that_works(database_url, settings):
@@ -93,38 +69,38 @@ def test_operator_mistakes_end_cleanly(sqlite_template, tmp_path):
     unknown_scope = illbridge(database_url, "token", "create", "--name", "x", "--scope", "root")
     assert unknown_scope.returncode != 0
     assert "invalid choice: 'root'" in unknown_scope.stderr
-    _no_traceback(unknown_scope)
+    no_traceback(unknown_scope)
 
     unknown_institution = illbridge(
         database_url, "token", "create", "--name", "x", "--scope", "admin", "--institution", "NO"
     )
     assert unknown_institution.returncode != 0
     assert "no institution 'NO'" in unknown_institution.stderr
-    _no_traceback(unknown_institution)
+    no_traceback(unknown_institution)
 
     bad_json = illbridge(
         database_url, "institution", "add", "--code", "X", "--name", "X", "--config", "{oops"
     )
     assert bad_json.returncode != 0 and "not valid JSON" in bad_json.stderr
-    _no_traceback(bad_json)
+    no_traceback(bad_json)
 
     invalid = illbridge(
         database_url, "institution", "add", "--code", "X", "--name", "X",
         "--config", '{"policy": {"status_map": {"A": "nonsense"}}}',
     )  # fmt: skip
     assert invalid.returncode != 0 and "invalid institution configuration" in invalid.stderr
-    _no_traceback(invalid)
+    no_traceback(invalid)
 
     no_key = illbridge(database_url, "institution", "list", secret_key=None)
     assert no_key.returncode != 0 and "ILLBRIDGE_SECRET_KEY" in no_key.stderr
-    _no_traceback(no_key)
+    no_traceback(no_key)
 
 
 def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh' / 'illbridge.db'}"
     before = illbridge(url, "token", "create", "--name", "x", "--scope", "admin")
     assert before.returncode != 0 and "illbridge migrate" in before.stderr
-    _no_traceback(before)
+    no_traceback(before)
 
     migrated = illbridge(url, "migrate")
     assert migrated.returncode == 0, migrated.stderr
@@ -136,3 +112,97 @@ def test_migrate_builds_a_fresh_sqlite_database(tmp_path):
     again = illbridge(url, "migrate")
     assert again.returncode == 0, again.stderr
     assert illbridge(url, "token", "create", "--name", "x", "--scope", "admin").returncode == 0
+
+
+def test_a_validation_error_never_prints_a_secret(sqlite_template, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    shutil.copyfile(sqlite_template, tmp_path / "cli.db")
+    secret = "cli-secret-4f2a"
+    # Pydantic's own message would echo the list, the whole object, the other field's value.
+    configs = {
+        "alma.api_key: Input should be a valid string": {"alma": {"api_key": [secret]}},
+        "configuration: Value error, text must not contain NUL characters": {
+            "worldshare": {"scope": "bad\u0000scope", "key": secret}
+        },
+        "worldshare.institution_id: String should match pattern": {
+            "worldshare": {"institution_id": "abc", "secret": secret}
+        },
+    }
+    for problem, config in configs.items():
+        refused = illbridge(
+            database_url, "institution", "add", "--code", "X", "--name", "X",
+            "--config", json.dumps(config),
+        )  # fmt: skip
+        assert secret not in refused.stderr + refused.stdout
+        assert "input_value" not in refused.stderr
+        assert refused.returncode != 0 and "invalid institution configuration" in refused.stderr
+        assert problem in refused.stderr
+        no_traceback(refused)
+
+
+def test_tokens_listed_revoked_and_expiring(database_url, settings):
+    created = illbridge(
+        database_url, "token", "create", "--name", "short", "--scope", "admin",
+        "--expires-in-days", "2",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "expires " in created.stdout
+    plain = created.stdout.strip().splitlines()[-1]
+
+    listed = illbridge(database_url, "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["name"], row["revoked_at"]) == ("short", None)
+    expires = datetime.fromisoformat(row["expires_at"])
+    assert timedelta(days=1, hours=23) < expires - datetime.now(UTC) <= timedelta(days=2)
+    assert plain not in listed.stdout and hash_api_token(plain) not in listed.stdout
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/api/v1/tokens", headers=bearer(plain)).status_code == 200
+        revoked = illbridge(database_url, "token", "revoke", str(row["id"]))
+        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.stdout.strip() == f"token {row['id']} (short) revoked"
+        assert client.get("/api/v1/tokens", headers=bearer(plain)).status_code == 401
+
+    unknown = illbridge(database_url, "token", "revoke", "4242")
+    assert unknown.returncode != 0 and "no token 4242" in unknown.stderr
+    no_traceback(unknown)
+    never = illbridge(
+        database_url, "token", "create", "--name", "x", "--scope", "admin",
+        "--expires-in-days", "0",
+    )  # fmt: skip
+    assert never.returncode != 0 and "a whole number from 1 to 36500" in never.stderr
+
+
+def test_cli_changes_follow_the_same_rules_and_are_logged(database_url, settings, engine):
+    config = {
+        "worldshare": {"token_url": "https://oauth.oclc.org/token", "key": "k", "secret": "s"}
+    }
+    added = illbridge(
+        database_url, "institution", "add", "--code", "CLI", "--name", "CLI Library",
+        "--config", json.dumps(config),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    moved = illbridge(
+        database_url, "institution", "update", "--code", "CLI",
+        "--config", json.dumps({"worldshare": {"token_url": "https://evil.example/t"}}),
+    )  # fmt: skip
+    assert moved.returncode != 0
+    assert "requires worldshare.key, worldshare.secret" in moved.stderr
+    outside = illbridge(
+        database_url, "institution", "update", "--code", "CLI", "--inactive",
+        "--config", json.dumps({"alma": {"api_base_url": "https://evil.example/almaws"}}),
+        env={"ILLBRIDGE_OUTBOUND_ALLOWED_HOSTS": "*.oclc.org"},
+    )  # fmt: skip
+    assert outside.returncode != 0 and "'evil.example' is not in" in outside.stderr
+    renamed = illbridge(database_url, "institution", "update", "--code", "CLI", "--name", "New")
+    assert renamed.returncode == 0, renamed.stderr
+
+    admin = bearer(make_token(engine, ["admin"]))
+    with TestClient(create_app(settings)) as client:
+        items = client.get("/api/v1/institutions/CLI/audit", headers=admin).json()["items"]
+    assert [(i["actor"], i["action"], i["fields"]) for i in items] == [
+        ("cli", "updated", ["name"]),
+        ("cli", "created", ["code", "name", "worldshare.key", "worldshare.secret",
+                            "worldshare.token_url"]),
+    ]  # fmt: skip

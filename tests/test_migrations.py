@@ -84,3 +84,45 @@ def test_institutions_from_before_the_opt_out_must_send_the_security_code(empty_
             assert connection.execute(text("SELECT code FROM institution")).scalar_one() == "OLD"
     finally:
         engine.dispose()
+
+
+def test_0002_keeps_the_tokens_it_extends(empty_database):
+    """Upgrading to and downgrading from 0002 keeps existing rows (SQLite rebuilds api_token)."""
+    upgrade(empty_database, "0001")
+    engine = create_db_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO institution (code, name, active, cancel_reason, stale_after_days,"
+                    " patron_due_date_offset_days, retention_days, poll_interval_seconds,"
+                    " status_map, created_at, updated_at) VALUES ('UNIV', 'U', true, 'R', 1, 1,"
+                    " 1, 1, '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_token (name, token_hash, scopes, institution_id, created_at)"
+                    " VALUES ('ops', 'h1', '[\"admin\"]', 1, '2026-01-01 00:00:00')"
+                )
+            )
+        upgrade(empty_database)
+        with engine.begin() as connection:
+            assert connection.execute(
+                text("SELECT name, expires_at, last_used_at FROM api_token")
+            ).all() == [("ops", None, None)]
+            connection.execute(
+                text(
+                    "INSERT INTO institution_audit (institution_id, at, actor, token_id, action,"
+                    " fields) VALUES (1, '2026-01-02 00:00:00', 'ops', 1, 'updated', '[\"name\"]')"
+                )
+            )
+        downgrade(empty_database, "0001")
+        with engine.connect() as connection:
+            tokens = connection.execute(text("SELECT name, token_hash FROM api_token")).all()
+        assert tokens == [("ops", "h1")]
+        assert "institution_audit" not in _tables(empty_database)
+    finally:
+        engine.dispose()
+    upgrade(empty_database)
+    assert _differences(empty_database) == []

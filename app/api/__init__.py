@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.api import health, institutions, jobs, requests
+from app.api import health, institutions, jobs, requests, tokens
 
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(institutions.router)
 router.include_router(requests.router)
 router.include_router(jobs.router)
+router.include_router(tokens.router)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from app.db import read_session
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.db import read_session, write_session
+from app.errors import Forbidden, Unauthorized
 from app.institutions.models import ApiToken, Institution
 from app.institutions.secrets import SecretBox
-from app.institutions.service import authenticate
+from app.institutions.service import (
+    Actor,
+    authenticate,
+    institution_not_found,
+    record_token_use,
+    use_is_stale,
+)
+from app.outbound_hosts import allowed_host_patterns
 from app.runtime import Runtime
+from app.timeutil import utcnow
+
+log = logging.getLogger("illbridge.auth")
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
 
@@ -50,9 +63,14 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
         yield session
 
 
+def get_allowed_hosts(runtime: AppRuntime) -> tuple[str, ...]:
+    return allowed_host_patterns(runtime.settings)
+
+
 ReadSession = Annotated[Session, Depends(get_read_session)]
 DbEngine = Annotated[Engine, Depends(get_engine)]
 Box = Annotated[SecretBox, Depends(get_box)]
+AllowedHosts = Annotated[tuple[str, ...], Depends(get_allowed_hosts)]
 
 
 def require(scope: str) -> Callable[..., ApiToken]:
@@ -60,22 +78,41 @@ def require(scope: str) -> Callable[..., ApiToken]:
 
     def check(
         session: ReadSession,
+        engine: DbEngine,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiToken:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("a bearer token is required")
-        token = authenticate(session, credentials.credentials)
+        now = utcnow()
+        token = authenticate(session, credentials.credentials, now=now)
         if not token.has_scope(scope):
             raise Forbidden(f"this token lacks the {scope!r} scope")
+        if use_is_stale(token, now):
+            _record_use(engine, token, now)
         return token
 
     return check
 
 
+def _record_use(engine: Engine, token: ApiToken, now: datetime) -> None:
+    """A token's last use, in a short write of its own; a failure costs the stamp, not the call."""
+    assert token.id is not None
+    try:
+        with write_session(engine) as session:
+            record_token_use(session, token.id, now)
+            session.commit()
+    except SQLAlchemyError as exc:
+        log.warning("token_use_not_recorded", extra={"error_type": type(exc).__name__})
+
+
+def actor_of(token: ApiToken) -> Actor:
+    return Actor(token.name, token.id)
+
+
 def ensure_visible(token: ApiToken, institution: Institution) -> None:
-    """A token bound to one institution sees nothing of another: 404, not 403."""
+    """A token bound to one institution sees nothing of another: the 404 of a missing one."""
     if token.institution_id is not None and token.institution_id != institution.id:
-        raise NotFound("not found")
+        raise institution_not_found(institution.code)
 
 
 Reader = Annotated[ApiToken, Depends(require("requests:read"))]

@@ -1,8 +1,9 @@
-"""Tables for tenants (institutions) and the bearer tokens of REST clients."""
+"""Tables for tenants (institutions), their change log, and the bearer tokens of REST clients."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
@@ -11,6 +12,15 @@ from app.timeutil import UTCDateTime, utcnow
 
 ADMIN_SCOPE = "admin"
 SCOPES = ("requests:read", "requests:write", ADMIN_SCOPE)
+
+# The encrypted columns and the setting each holds.
+SECRET_COLUMNS = {
+    "alma_api_key_encrypted": "alma.api_key",
+    "alma_webhook_secrets_encrypted": "alma.webhook_secrets",
+    "alma_iso18626_security_code_encrypted": "alma.iso18626_security_code",
+    "worldshare_key_encrypted": "worldshare.key",
+    "worldshare_secret_encrypted": "worldshare.secret",
+}
 
 
 class Institution(SQLModel, table=True):
@@ -68,7 +78,30 @@ class ApiToken(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Recorded at most once a minute, so reads do not all become writes.
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     def has_scope(self, scope: str) -> bool:
         """`admin` implies every other scope."""
         return scope in self.scopes or ADMIN_SCOPE in self.scopes
+
+
+class AuditAction(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    SECRETS_REENCRYPTED = "secrets_reencrypted"
+
+
+class InstitutionAudit(SQLModel, table=True):
+    """Who changed which settings of an institution, and when: field names, never values."""
+
+    __tablename__ = "institution_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    institution_id: int = Field(foreign_key="institution.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    actor: str = Field(max_length=255, description="The token's name, or cli")
+    token_id: int | None = Field(default=None, foreign_key="api_token.id")
+    action: str = Field(sa_column=Column(String(32), nullable=False))
+    fields: list[str] = Field(sa_column=Column(JSON, nullable=False))

@@ -27,8 +27,20 @@ def _fits_column(url: AnyHttpUrl) -> AnyHttpUrl:
     return url
 
 
+def _no_user_info(url: AnyHttpUrl) -> AnyHttpUrl:
+    # httpx would send them as a Basic header to whatever host the URL names.
+    if url.username is not None or url.password is not None:
+        raise ValueError("the URL must not carry a user name or password (user@host)")
+    return url
+
+
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-Url = Annotated[AnyHttpUrl, Field(max_length=URL_MAX_CHARS), AfterValidator(_fits_column)]
+Url = Annotated[
+    AnyHttpUrl,
+    Field(max_length=URL_MAX_CHARS),
+    AfterValidator(_fits_column),
+    AfterValidator(_no_user_info),
+]
 Short = Annotated[str, Field(min_length=1, max_length=128)]
 # The columns of agency id types and of the cancellation reason hold 64 characters.
 Label = Annotated[str, Field(min_length=1, max_length=64)]
@@ -155,3 +167,31 @@ class InstitutionPublic(BaseModel):
     policy: PolicyOut
     created_at: datetime
     updated_at: datetime
+
+
+class InstitutionChange(BaseModel):
+    """One entry of an institution's change log: which settings changed, never their values."""
+
+    at: datetime
+    actor: str = Field(description="The name of the token that made the change, or cli")
+    token_id: int | None
+    action: str = Field(description="created, updated or secrets_reencrypted")
+    fields: list[str] = Field(description="The settings changed, e.g. worldshare.token_url")
+
+
+class InstitutionChangePage(BaseModel):
+    items: list[InstitutionChange]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")
+
+
+class TokenPublic(BaseModel):
+    """A bearer token as operators see it: never its value nor its hash."""
+
+    id: int
+    name: str
+    scopes: list[str]
+    institution: str | None = Field(description="The institution it is bound to, if any")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Recorded to within a minute")
+    revoked_at: datetime | None

@@ -1,14 +1,32 @@
-"""Institutions and API tokens: create, change, read, authenticate. Callers commit."""
+"""Institutions and API tokens: create, change, read, authenticate. Callers commit.
+
+Every change to an institution is written to its change log (who, when, which fields — never a
+value). Moving a URL takes the secrets that go to it: a stolen admin token cannot point an
+institution's credentials at a server of its own.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+from pydantic import BaseModel
+from sqlalchemy import or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, NotFound, Unauthorized
-from app.institutions.models import SCOPES, ApiToken, Institution
+from app.errors import AppError, Conflict, NotFound, Unauthorized
+from app.institutions.models import (
+    SCOPES,
+    SECRET_COLUMNS,
+    ApiToken,
+    AuditAction,
+    Institution,
+    InstitutionAudit,
+)
 from app.institutions.schemas import (
     AgencyIdOut,
     AlmaSettingsIn,
@@ -18,19 +36,82 @@ from app.institutions.schemas import (
     InstitutionUpdate,
     PolicyIn,
     PolicyOut,
+    TokenPublic,
     WorldShareSettingsIn,
     WorldShareSettingsOut,
 )
-from app.institutions.secrets import SecretBox, hash_api_token, new_api_token
+from app.institutions.secrets import (
+    SecretBox,
+    hash_api_token,
+    new_api_token,
+    rotate_stored_secrets,
+)
+from app.outbound_hosts import host_allowed, refusal
 from app.timeutil import utcnow
 
 log = logging.getLogger("illbridge.institutions")
+
+# Each group's URLs, and the columns of the secrets that group's calls carry.
+GROUP_URLS = {"alma": ("api_base_url", "iso18626_url"), "worldshare": ("base_url", "token_url")}
+GROUP_SECRETS = {
+    "alma": {
+        "api_key": "alma_api_key_encrypted",
+        "webhook_secrets": "alma_webhook_secrets_encrypted",
+        "iso18626_security_code": "alma_iso18626_security_code_encrypted",
+    },
+    "worldshare": {"key": "worldshare_key_encrypted", "secret": "worldshare_secret_encrypted"},
+}
+# The setting each column holds, as the API names it (for the change log).
+FIELD_OF_COLUMN = {
+    "name": "name",
+    "active": "active",
+    "alma_api_base_url": "alma.api_base_url",
+    "alma_iso18626_url": "alma.iso18626_url",
+    "alma_agency_id_type": "alma.agency_id",
+    "alma_agency_id_value": "alma.agency_id",
+    "bridge_agency_id_type": "alma.bridge_agency_id",
+    "bridge_agency_id_value": "alma.bridge_agency_id",
+    "worldshare_base_url": "worldshare.base_url",
+    "worldshare_token_url": "worldshare.token_url",
+    "worldshare_scope": "worldshare.scope",
+    "worldshare_institution_id": "worldshare.institution_id",
+    **{
+        name: f"policy.{name}"
+        for name in (
+            "cancel_reason",
+            "stale_after_days",
+            "patron_due_date_offset_days",
+            "retention_days",
+            "poll_interval_seconds",
+            "status_map",
+        )
+    },
+    **SECRET_COLUMNS,
+}
+# A token's last use is recorded at most this often, so reads do not all become writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes an institution, for its change log: a token (by name and id) or the CLI."""
+
+    name: str
+    token_id: int | None = None
+
+
+CLI = Actor("cli")
+
+
+def institution_not_found(code: str) -> NotFound:
+    """One answer for an institution that does not exist and one a token may not see."""
+    return NotFound(f"no institution {code!r}")
 
 
 def get_by_code(session: Session, code: str) -> Institution:
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
     if institution is None:
-        raise NotFound(f"no institution {code!r}")
+        raise institution_not_found(code)
     return institution
 
 
@@ -65,21 +146,44 @@ def warn_of_iso18626_opt_outs(session: Session) -> None:
         log.warning("iso18626_security_code_not_required", extra={"institution": code})
 
 
-def create_institution(session: Session, box: SecretBox, data: InstitutionCreate) -> Institution:
+def create_institution(
+    session: Session,
+    box: SecretBox,
+    data: InstitutionCreate,
+    *,
+    actor: Actor,
+    allowed_hosts: Sequence[str] = (),
+) -> Institution:
+    """`allowed_hosts`: the outbound host patterns every URL must match (none: any host)."""
+    _check_hosts({"alma": data.alma, "worldshare": data.worldshare}, allowed_hosts)
     if session.exec(select(Institution.id).where(Institution.code == data.code)).first():
         raise Conflict(f"institution {data.code!r} already exists")
     institution = Institution(code=data.code, name=data.name)
+    blank = _settings_of(institution)
     _apply_alma(institution, box, data.alma)
     _apply_worldshare(institution, box, data.worldshare)
     _apply_policy(institution, data.policy)
     session.add(institution)
     session.flush()
+    fields = ["code", "name", *_changed_fields(blank, _settings_of(institution))]
+    _log_change(session, institution, actor, AuditAction.CREATED, fields)
     return institution
 
 
 def update_institution(
-    session: Session, box: SecretBox, institution: Institution, data: InstitutionUpdate
+    session: Session,
+    box: SecretBox,
+    institution: Institution,
+    data: InstitutionUpdate,
+    *,
+    actor: Actor,
+    allowed_hosts: Sequence[str] = (),
 ) -> Institution:
+    """Apply the fields `data` names; refused whole (422) if a URL moves without its secrets."""
+    groups = {"alma": data.alma, "worldshare": data.worldshare}
+    _check_hosts(groups, allowed_hosts)
+    _require_secrets_with_moved_urls(institution, groups)
+    before = _settings_of(institution)
     if data.name is not None:
         institution.name = data.name
     if data.active is not None:
@@ -90,10 +194,101 @@ def update_institution(
         _apply_worldshare(institution, box, data.worldshare)
     if data.policy is not None:
         _apply_policy(institution, data.policy)
-    institution.updated_at = utcnow()
-    session.add(institution)
-    session.flush()
+    changed = _changed_fields(before, _settings_of(institution))
+    if changed:
+        institution.updated_at = utcnow()
+        session.add(institution)
+        session.flush()
+        _log_change(session, institution, actor, AuditAction.UPDATED, changed)
     return institution
+
+
+def rotate_secrets(session: Session, box: SecretBox, *, actor: Actor) -> int:
+    """Re-encrypt every stored secret with the newest key; how many values were rewritten."""
+    rewritten = 0
+    for institution, fields in rotate_stored_secrets(session, box):
+        _log_change(session, institution, actor, AuditAction.SECRETS_REENCRYPTED, fields)
+        rewritten += len(fields)
+    return rewritten
+
+
+def list_changes(
+    session: Session, institution: Institution, *, before_id: int | None, limit: int
+) -> list[InstitutionAudit]:
+    """The institution's change log, newest first."""
+    query = select(InstitutionAudit).where(InstitutionAudit.institution_id == institution.id)
+    if before_id is not None:
+        query = query.where(col(InstitutionAudit.id) < before_id)
+    return list(session.exec(query.order_by(col(InstitutionAudit.id).desc()).limit(limit)))
+
+
+def _log_change(
+    session: Session,
+    institution: Institution,
+    actor: Actor,
+    action: AuditAction,
+    fields: list[str],
+) -> None:
+    assert institution.id is not None
+    session.add(
+        InstitutionAudit(
+            institution_id=institution.id,
+            actor=actor.name,
+            token_id=actor.token_id,
+            action=action.value,
+            fields=fields,
+        )
+    )
+    session.flush()
+
+
+def _settings_of(institution: Institution) -> dict[str, Any]:
+    return {column: getattr(institution, column) for column in FIELD_OF_COLUMN}
+
+
+def _changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    # A secret given again counts as changed: its ciphertext is new even for the same value.
+    return sorted({FIELD_OF_COLUMN[c] for c in FIELD_OF_COLUMN if before[c] != after[c]})
+
+
+def _check_hosts(groups: Mapping[str, BaseModel | None], allowed_hosts: Sequence[str]) -> None:
+    for group_name, group in groups.items():
+        if group is None:
+            continue
+        for name in GROUP_URLS[group_name]:
+            value = getattr(group, name)
+            if value is not None and not host_allowed(str(value), allowed_hosts):
+                raise AppError(
+                    f"{group_name}.{name}: {refusal(str(value))}",
+                    code="host_not_allowed",
+                    status_code=422,
+                )
+
+
+def _require_secrets_with_moved_urls(
+    institution: Institution, groups: Mapping[str, BaseModel | None]
+) -> None:
+    """A URL that changes must come with every secret its group holds, given again."""
+    for group_name, group in groups.items():
+        if group is None:
+            continue
+        moved = [
+            f"{group_name}.{name}"
+            for name in GROUP_URLS[group_name]
+            if getattr(group, name) is not None
+            and _url(getattr(group, name)) != getattr(institution, f"{group_name}_{name}")
+        ]
+        missing = [
+            f"{group_name}.{name}"
+            for name, column in GROUP_SECRETS[group_name].items()
+            if getattr(institution, column) is not None and getattr(group, name) is None
+        ]
+        if moved and missing:
+            raise AppError(
+                f"changing {', '.join(moved)} requires {', '.join(missing)} in the same request",
+                code="secrets_required",
+                status_code=422,
+            )
 
 
 def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) -> None:
@@ -202,7 +397,12 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
 
 
 def create_token(
-    session: Session, *, name: str, scopes: list[str], institution: Institution | None
+    session: Session,
+    *,
+    name: str,
+    scopes: list[str],
+    institution: Institution | None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token; the plain value is returned once and only its hash is stored."""
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -214,16 +414,78 @@ def create_token(
         token_hash=hash_api_token(plain),
         scopes=sorted(set(scopes)),
         institution_id=institution.id if institution else None,
+        expires_at=expires_at,
     )
     session.add(token)
     session.flush()
     return token, plain
 
 
-def authenticate(session: Session, bearer: str) -> ApiToken:
+def authenticate(session: Session, bearer: str, *, now: datetime | None = None) -> ApiToken:
     token = session.exec(
         select(ApiToken).where(ApiToken.token_hash == hash_api_token(bearer))
     ).first()
     if token is None or token.revoked_at is not None:
         raise Unauthorized("invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+        raise Unauthorized("token expired")
     return token
+
+
+def use_is_stale(token: ApiToken, now: datetime) -> bool:
+    """Whether the token's recorded last use is old enough to record this one."""
+    return token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+def record_token_use(session: Session, token_id: int, now: datetime) -> None:
+    """Stamp the last use, unless another request (or replica) did within the resolution."""
+    session.execute(
+        update(ApiToken)
+        .where(col(ApiToken.id) == token_id)
+        .where(
+            or_(
+                col(ApiToken.last_used_at).is_(None),
+                col(ApiToken.last_used_at) <= now - LAST_USED_RESOLUTION,
+            )
+        )
+        .values(last_used_at=now)
+    )
+
+
+def list_tokens(session: Session, *, institution_id: int | None) -> list[TokenPublic]:
+    """Every token, or (for a token bound to one institution) that institution's only."""
+    query = (
+        select(ApiToken, Institution.code)
+        .join(Institution, col(ApiToken.institution_id) == col(Institution.id), isouter=True)
+        .order_by(col(ApiToken.id))
+    )
+    if institution_id is not None:
+        query = query.where(ApiToken.institution_id == institution_id)
+    return [token_public(token, code) for token, code in session.exec(query)]
+
+
+def revoke_token(session: Session, token_id: int, *, institution_id: int | None) -> ApiToken:
+    """Revoke a token (again is no error); one out of the caller's reach is not found."""
+    token = session.get(ApiToken, token_id)
+    if token is None or institution_id not in (None, token.institution_id):
+        raise NotFound(f"no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        session.flush()
+    return token
+
+
+def token_public(token: ApiToken, institution_code: str | None) -> TokenPublic:
+    """What may be shown of a token: never its hash."""
+    assert token.id is not None
+    return TokenPublic(
+        id=token.id,
+        name=token.name,
+        scopes=token.scopes,
+        institution=institution_code,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+        revoked_at=token.revoked_at,
+    )

@@ -20,6 +20,7 @@ from app.db import create_db_engine, write_session
 from app.institutions import service
 from app.institutions.schemas import InstitutionCreate
 from app.institutions.secrets import load_secret_box
+from app.outbound_hosts import allowed_host_patterns
 from app.sandbox.alma_requester import send_action, send_request
 from app.sandbox.mount import ALMA_PREFIX, WORLDSHARE_PREFIX
 
@@ -68,6 +69,8 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                         "policy": {"poll_interval_seconds": 5},
                     }
                 ),
+                actor=service.CLI,
+                allowed_hosts=allowed_host_patterns(settings),
             )
             _token, plain = service.create_token(
                 session, name="sandbox-admin", scopes=["admin"], institution=None

@@ -23,6 +23,7 @@ from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob, enqueue
 from app.jobs.registry import Finish, PermanentJobError
+from app.outbound_hosts import OutboundHostRefused
 from app.runtime import Runtime
 from app.timeutil import utcnow
 from app.upstream import TransientUpstreamError, UpstreamError
@@ -44,7 +45,7 @@ class ExportPlan:
 
 
 def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPlan | None:
-    """Mark an attempt and say what to send; None when no create may be sent now."""
+    """What to send; None when no create may be sent (flagging an attempt whose answer was lost)."""
     request, institution = load_request(session, job)
     if request.state is not RequestState.RECEIVED or request.worldshare_request_id:
         return None
@@ -55,13 +56,25 @@ def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPla
         config = worldshare_config(institution, box)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
-    request.export_attempted_at = utcnow()
-    session.add(request)
     return ExportPlan(
         citation=Citation.model_validate(request.citation),
         config=config,
         reference=request.alma_request_id,
     )
+
+
+def mark_attempt(session: Session, job: ClaimedJob) -> bool:
+    """Mark the create about to go out; False when another worker's attempt got there first."""
+    request, _institution = load_request(session, job)
+    if request.worldshare_request_id:
+        return False
+    if request.export_attempted_at is not None:
+        # Withdrawn by `_link` if that attempt's answer arrives.
+        _flag_unknown_create(session, request, why="another attempt was in flight")
+        return False
+    request.export_attempted_at = utcnow()
+    session.add(request)
+    return True
 
 
 def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str) -> None:
@@ -188,7 +201,9 @@ def _flag_unknown_create(session: Session, request: BorrowingRequest, *, why: st
 
 
 def _nothing_created(exc: UpstreamError) -> bool:
-    """An answer that proves WorldShare kept nothing: an error status, or no connection made."""
+    """An answer that proves WorldShare kept nothing: an error status, or nothing sent at all."""
+    if isinstance(exc, OutboundHostRefused):
+        return True
     if exc.status_code is not None:
         return not 200 <= exc.status_code < 300
     return isinstance(exc, TransientUpstreamError) and not exc.may_have_been_sent
@@ -197,9 +212,12 @@ def _nothing_created(exc: UpstreamError) -> bool:
 async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
     plan = await ctx.write(lambda session: begin_export(session, job, ctx.secrets))
     if plan is None:
-        # A create recorded by a worker whose lease ran out still has to mark the request.
+        # A create recorded by a worker that lost its lease may not have marked it exported.
         return lambda session: complete_export(session, job)
     client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
+    await client.authorise()
+    if not await ctx.write(lambda session: mark_attempt(session, job)):
+        return lambda session: complete_export(session, job)
     try:
         worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
     except UpstreamError as exc:

@@ -117,6 +117,10 @@ class WorldShareClient:
     def __repr__(self) -> str:
         return f"WorldShareClient(institution_code={self._config.institution_code!r})"
 
+    async def authorise(self) -> None:
+        """Have a token at hand, so a later call's failure is the call's own, not the token's."""
+        await self._tokens.token(self._http, self._credentials)
+
     async def create_request(self, citation: Citation, *, reference: str) -> str:
         body = build_ill_request(
             citation, institution_id=self._config.institution_id, reference=reference

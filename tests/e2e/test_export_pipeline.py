@@ -76,9 +76,13 @@ def test_throttling_is_retried_after_retry_after(fast_settings, engine):
         )
         created = register(system, "RETRY-1")
         wait_for(lambda: state_of(system, created["id"]) == "exported", timeout=20)
-        jobs = system.api("GET", "/api/v1/jobs", params={"request_id": created["id"]}).json()
-        export = next(j for j in jobs["items"] if j["kind"] == "worldshare.export")
-        assert export["status"] == "succeeded"
+
+        def export_job() -> dict[str, Any]:
+            jobs = system.api("GET", "/api/v1/jobs", params={"request_id": created["id"]}).json()
+            return next(j for j in jobs["items"] if j["kind"] == "worldshare.export")
+
+        # The request is marked exported in its own transaction, just before the job ends.
+        export = wait_for(lambda: (job := export_job())["status"] == "succeeded" and job)
         assert export["attempts"] == 3
         # Retry-After (1 s) was honoured twice although the backoff cap is 0.5 s.
         detail = system.request(created["id"])

@@ -454,7 +454,8 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
     assert len(periods) == len(set(periods)), "a period ran more than once"
     assert len(periods) >= 4
     assert sorted(periods) == list(range(min(periods), max(periods) + 1))
-    assert {job.status for job in all_jobs(engine)} == {"succeeded"}
+    # A period enqueued as the workers stopped waits, queued, for the next worker.
+    assert {job.status for job in all_jobs(engine)} <= {"succeeded", "queued"}
 
 
 async def test_a_failed_lease_renewal_does_not_lose_the_outcome(

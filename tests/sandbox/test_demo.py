@@ -51,6 +51,7 @@ def test_a_demo_the_bridge_refuses_stops_at_once_with_the_reason(sandbox_setting
                 load_secret_box(sandbox_settings),
                 service.get_by_code(session, DEMO_CODE),
                 InstitutionUpdate.model_validate({"alma": {"iso18626_security_code": "other"}}),
+                actor=service.Actor(name="test"),
             )
             session.commit()
         with pytest.raises(SystemExit, match="sender not recognised"):

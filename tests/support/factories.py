@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -20,18 +21,25 @@ def make_institution(
     data = {"code": code, "name": f"University {code}", **groups}
     with write_session(engine) as session:
         institution = service.create_institution(
-            session, load_secret_box(settings), InstitutionCreate.model_validate(data)
+            session,
+            load_secret_box(settings),
+            InstitutionCreate.model_validate(data),
+            actor=service.Actor("test"),
         )
         session.commit()
     return institution
 
 
 def make_token(
-    engine: Engine, scopes: list[str], institution: Institution | None = None, name: str = "test"
+    engine: Engine,
+    scopes: list[str],
+    institution: Institution | None = None,
+    name: str = "test",
+    expires_at: datetime | None = None,
 ) -> str:
     with write_session(engine) as session:
         _token, plain = service.create_token(
-            session, name=name, scopes=scopes, institution=institution
+            session, name=name, scopes=scopes, institution=institution, expires_at=expires_at
         )
         session.commit()
     return plain

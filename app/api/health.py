@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import AppRuntime, Reader, ReadSession
+from app.api.routing import AuthFirstRoute
 from app.borrowing import queries
 from app.errors import ERROR_RESPONSES, ErrorEnvelope, envelope
 from app.jobs import queue
@@ -15,7 +16,7 @@ from app.jobs.models import JobStatus
 from app.jobs.schemas import Stats
 from app.timeutil import utcnow
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=AuthFirstRoute)
 
 
 @router.get("/healthz")

@@ -8,12 +8,18 @@ from fastapi import APIRouter, Path, status
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import Admin, Box, DbEngine, ReadSession, ensure_visible
+from app.api.routing import AuthFirstRoute
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, Forbidden
 from app.institutions import service
 from app.institutions.schemas import InstitutionCreate, InstitutionPublic, InstitutionUpdate
 
-router = APIRouter(prefix="/api/v1/institutions", tags=["institutions"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/institutions",
+    tags=["institutions"],
+    responses=ERROR_RESPONSES,
+    route_class=AuthFirstRoute,
+)
 
 CodePath = Annotated[str, Path(max_length=64)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -17,7 +17,11 @@ from app.institutions.secrets import SecretBox
 from app.institutions.service import authenticate
 from app.runtime import Runtime
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `illbridge token create`. Each operation names the scope it needs;"
+    " `admin` implies the others.",
+)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -55,21 +59,23 @@ DbEngine = Annotated[Engine, Depends(get_engine)]
 Box = Annotated[SecretBox, Depends(get_box)]
 
 
-def require(scope: str) -> Callable[..., ApiToken]:
-    """A dependency that admits a token carrying `scope` (401 without one, 403 without it)."""
+def authorize(
+    security_scopes: SecurityScopes,
+    session: ReadSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiToken:
+    """Admits a token carrying the scope the route declares (401 without one, 403 without it).
 
-    def check(
-        session: ReadSession,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> ApiToken:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("a bearer token is required")
-        token = authenticate(session, credentials.credentials)
+    Declared with `Security(authorize, scopes=[...])`, so the OpenAPI document names each
+    operation's scope in its security requirement.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    token = authenticate(session, credentials.credentials)
+    for scope in security_scopes.scopes:
         if not token.has_scope(scope):
             raise Forbidden(f"this token lacks the {scope!r} scope")
-        return token
-
-    return check
+    return token
 
 
 def ensure_visible(token: ApiToken, institution: Institution) -> None:
@@ -78,6 +84,6 @@ def ensure_visible(token: ApiToken, institution: Institution) -> None:
         raise NotFound("not found")
 
 
-Reader = Annotated[ApiToken, Depends(require("requests:read"))]
-Writer = Annotated[ApiToken, Depends(require("requests:write"))]
-Admin = Annotated[ApiToken, Depends(require("admin"))]
+Reader = Annotated[ApiToken, Security(authorize, scopes=["requests:read"])]
+Writer = Annotated[ApiToken, Security(authorize, scopes=["requests:write"])]
+Admin = Annotated[ApiToken, Security(authorize, scopes=["admin"])]

@@ -157,7 +157,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(exc.status_code, exc.code, exc.detail)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if getattr(request.state, "unparsable_body", False):  # set by app/api/routing.py
+            return envelope(422, "validation_error", "body: malformed JSON")
         return envelope(422, "validation_error", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)

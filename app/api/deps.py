@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -30,7 +30,11 @@ from app.timeutil import utcnow
 
 log = logging.getLogger("illbridge.auth")
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `illbridge token create`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `illbridge token create`. Each operation names the scope it needs;"
+    " `admin` implies the others.",
+)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -73,25 +77,27 @@ Box = Annotated[SecretBox, Depends(get_box)]
 AllowedHosts = Annotated[tuple[str, ...], Depends(get_allowed_hosts)]
 
 
-def require(scope: str) -> Callable[..., ApiToken]:
-    """A dependency that admits a token carrying `scope` (401 without one, 403 without it)."""
+def authorize(
+    security_scopes: SecurityScopes,
+    session: ReadSession,
+    engine: DbEngine,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiToken:
+    """Admits a token carrying the scope the route declares (401 without one, 403 without it).
 
-    def check(
-        session: ReadSession,
-        engine: DbEngine,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> ApiToken:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("a bearer token is required")
-        now = utcnow()
-        token = authenticate(session, credentials.credentials, now=now)
+    Declared with `Security(authorize, scopes=[...])`, so the OpenAPI document names each
+    operation's scope in its security requirement.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    now = utcnow()
+    token = authenticate(session, credentials.credentials, now=now)
+    for scope in security_scopes.scopes:
         if not token.has_scope(scope):
             raise Forbidden(f"this token lacks the {scope!r} scope")
-        if use_is_stale(token, now):
-            _record_use(engine, token, now)
-        return token
-
-    return check
+    if use_is_stale(token, now):
+        _record_use(engine, token, now)
+    return token
 
 
 def _record_use(engine: Engine, token: ApiToken, now: datetime) -> None:
@@ -115,6 +121,6 @@ def ensure_visible(token: ApiToken, institution: Institution) -> None:
         raise institution_not_found(institution.code)
 
 
-Reader = Annotated[ApiToken, Depends(require("requests:read"))]
-Writer = Annotated[ApiToken, Depends(require("requests:write"))]
-Admin = Annotated[ApiToken, Depends(require("admin"))]
+Reader = Annotated[ApiToken, Security(authorize, scopes=["requests:read"])]
+Writer = Annotated[ApiToken, Security(authorize, scopes=["requests:write"])]
+Admin = Annotated[ApiToken, Security(authorize, scopes=["admin"])]

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from app.api.deps import AppRuntime, Reader, ReadSession
+from app.api.routing import AuthFirstRoute
 from app.borrowing import queries
 from app.config import Settings
 from app.db import DatabaseTimeouts, create_db_engine, read_session
@@ -27,7 +28,7 @@ from app.jobs.models import JobStatus
 from app.jobs.schemas import Stats
 from app.timeutil import utcnow
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=AuthFirstRoute)
 
 # A readiness answer is due within this, however the database or the rest of the service fares.
 READINESS_TIMEOUT_SECONDS = 1.0

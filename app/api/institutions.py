@@ -17,6 +17,7 @@ from app.api.deps import (
     ensure_visible,
 )
 from app.api.pagination import decode_cursor, encode_cursor
+from app.api.routing import AuthFirstRoute
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, Forbidden
 from app.institutions import service
@@ -28,7 +29,12 @@ from app.institutions.schemas import (
     InstitutionUpdate,
 )
 
-router = APIRouter(prefix="/api/v1/institutions", tags=["institutions"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/institutions",
+    tags=["institutions"],
+    responses=ERROR_RESPONSES,
+    route_class=AuthFirstRoute,
+)
 
 CodePath = Annotated[str, Path(max_length=64)]
 

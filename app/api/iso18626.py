@@ -57,7 +57,8 @@ from app.workflows import alma_actions, intake
 
 log = logging.getLogger("illbridge.iso18626")
 
-ISO_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
+ISO_BODY = ("application/xml", "text/xml")
+ISO_MEDIA_TYPES = frozenset(ISO_BODY)
 XML_MEDIA_TYPE = "application/xml"
 SENDER_NOT_RECOGNISED = "sender not recognised"
 ALMA_REQUEST_ID = re.compile(ALMA_REQUEST_ID_PATTERN)
@@ -132,6 +133,14 @@ def _confirmation(
         413: {"description": "Body larger than the ISO 18626 limit"},
         415: {"content": {XML_MEDIA_TYPE: {}}, "description": "Not text/xml or application/xml"},
         503: ERROR_RESPONSES[503],
+    },
+    # Read raw, so FastAPI cannot see it: an ISO 18626 request or requestingAgencyMessage.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "An ISO 18626 v1.2 request or requestingAgencyMessage",
+            "content": {media_type: {"schema": {"type": "string"}} for media_type in ISO_BODY},
+        }
     },
 )
 async def receive_iso18626(

@@ -8,13 +8,16 @@ from fastapi import APIRouter, Path, Query
 
 from app.api.deps import Admin, DbEngine, Reader, ReadSession, WakeWorker
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
+from app.api.routing import AuthFirstRoute
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
 from app.jobs import queue
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobPage, JobPublic
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute
+)
 
 
 def _public(job: Job) -> JobPublic:

@@ -19,6 +19,7 @@ from app.api.deps import (
     ensure_visible,
 )
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
+from app.api.routing import AuthFirstRoute
 from app.borrowing import queries, service
 from app.borrowing.models import BorrowingRequest, InboxSource, RequestOrigin
 from app.borrowing.schemas import (
@@ -35,7 +36,12 @@ from app.institutions.models import ApiToken, Institution
 from app.institutions.service import codes_by_id, get_by_code
 from app.workflows import export, intake
 
-router = APIRouter(prefix="/api/v1/requests", tags=["requests"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/requests",
+    tags=["requests"],
+    responses=ERROR_RESPONSES,
+    route_class=AuthFirstRoute,
+)
 
 
 def _as_utc(value: datetime) -> datetime:

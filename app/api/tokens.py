@@ -9,12 +9,18 @@ from fastapi import APIRouter, Path, Response, status
 
 from app.api.deps import Admin, DbEngine, ReadSession
 from app.api.pagination import MAX_ID
+from app.api.routing import AuthFirstRoute
 from app.db import write_session
 from app.errors import ERROR_RESPONSES
 from app.institutions import service
 from app.institutions.schemas import TokenPublic
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/tokens",
+    tags=["tokens"],
+    responses=ERROR_RESPONSES,
+    route_class=AuthFirstRoute,
+)
 
 log = logging.getLogger("illbridge.auth")
 

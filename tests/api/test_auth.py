@@ -68,6 +68,22 @@ def test_every_protected_route_wants_a_bearer_token(client, tenants):
         assert response.headers["www-authenticate"] == "Bearer", path
 
 
+UNREADABLE_BODIES = [b'{"institution": "A",', b"\xff\xfe\x00not utf-8", b"\x80"]
+
+
+@pytest.mark.parametrize("body", UNREADABLE_BODIES, ids=["truncated", "utf-16-ish", "not-utf-8"])
+def test_the_token_is_judged_before_the_body(client, tenants, body):
+    """A caller without a token learns nothing of the body, not even that it is malformed."""
+    json_type = {"Content-Type": "application/json"}
+    for method, path in [m for m in PROTECTED if m[0] != "GET"]:
+        anonymous = client.request(method, path, content=body, headers=json_type)
+        assert assert_envelope(anonymous, 401)["error"] == "unauthorized", path
+        reader = client.request(method, path, content=body, headers=json_type | tenants.a_reader)
+        assert assert_envelope(reader, 403)["error"] == "forbidden", path
+    admin = client.post("/api/v1/requests", content=body, headers=json_type | tenants.admin)
+    assert assert_envelope(admin, 422)["detail"] == "body: malformed JSON"
+
+
 @pytest.mark.parametrize(
     "authorization",
     [

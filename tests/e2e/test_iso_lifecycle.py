@@ -112,6 +112,10 @@ def test_full_loan_life_cycle(fast_settings, engine):
             assert step in kinds
         # Each transition told Alma once: no notice was sent twice.
         assert len(notices(system, "ALMA-1")) == 4
+        alma = system.alma_request("ALMA-1")
+        assert (alma["status"], alma["itemId"]) == ("LoanCompleted", shipped["item_barcode"])
+        assert alma["dueDate"].startswith("2027-02-15")
+        assert [r["answerYesNo"] for r in alma["renewals"]] == ["Y"]
 
 
 def test_refused_renewal_answers_no(fast_settings, engine):

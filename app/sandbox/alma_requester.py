@@ -56,6 +56,8 @@ ISO_MEDIA_TYPE = "text/xml"
 # Alma gives up on its partner a little before a caller waiting on Alma would.
 PARTNER_TIMEOUT_SECONDS = 8.0
 _SHORT = 60
+_REASONS = frozenset(ReasonForMessage)
+_STATUSES = frozenset(Status)
 
 ReceivedMessage = dict[str, str | None]
 
@@ -137,13 +139,11 @@ class AlmaIsoSandbox:
         try:
             notice = _notice(document, message)
         except Unreadable as error:
-            verdict: Taken | Refused = Refused(error.error_type, error.error_value)
-        else:
-            known = self.requests.get(notice.request_id)
-            verdict = judge(notice, known)
+            return self.refuse(message, Refused(error.error_type, error.error_value), received_at)
+        known = self.requests.get(notice.request_id)
+        verdict = judge(notice, known)
         if isinstance(verdict, Refused):
-            self.refuse(message, verdict, received_at)
-            return verdict
+            return self.refuse(message, verdict, received_at)
         if verdict is Taken.APPLIED and known is not None:
             known.apply(notice)
         self.messages.append(_entry(message, received_at) | {"outcome": verdict.value})
@@ -151,7 +151,7 @@ class AlmaIsoSandbox:
 
     def refuse(
         self, message: SupplierMessage | None, refusal: Refused, received_at: datetime
-    ) -> None:
+    ) -> Refused:
         entry = (
             _entry(message, received_at)
             if message is not None
@@ -160,15 +160,16 @@ class AlmaIsoSandbox:
         self.refusals.append(
             entry | {"errorType": refusal.error_type.value, "errorValue": refusal.error_value}
         )
+        return refusal
 
 
 def _notice(document: etree._Element, message: SupplierMessage) -> Notice:
     """The message in Alma's terms, or Unreadable: an unknown reason or status is named as such
     (the XSD would only say invalid), then the XSD judges the rest."""
     reason, status = message.reason_for_message, message.status
-    if reason is not None and reason not in set(ReasonForMessage):
+    if reason is not None and reason not in _REASONS:
         raise Unreadable(ErrorType.UNSUPPORTED_REASON_FOR_MESSAGE_TYPE, reason[:_SHORT])
-    if status is not None and status not in set(Status):
+    if status is not None and status not in _STATUSES:
         raise Unreadable(ErrorType.UNRECOGNISED_DATA_VALUE, f"status {status}"[:_SHORT])
     problem = schema_problem(document)
     if problem is not None:
@@ -220,6 +221,8 @@ def _echo(message: SupplierMessage | None) -> ConfirmationEcho:
         timestamp = None if message.timestamp is None else read_datetime(message.timestamp)
     except ValueError:
         timestamp = None
+    if timestamp is not None and timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)  # xs:dateTime without an offset: read as UTC
     reason = message.reason_for_message
     return ConfirmationEcho(
         supplying_agency=message.supplying_agency,
@@ -227,7 +230,7 @@ def _echo(message: SupplierMessage | None) -> ConfirmationEcho:
         requesting_agency_request_id=message.requesting_agency_request_id,
         multiple_item_request_id=message.multiple_item_request_id or None,
         timestamp=timestamp,
-        reason_for_message=reason if reason in set(ReasonForMessage) else None,
+        reason_for_message=reason if reason in _REASONS else None,
     )
 
 

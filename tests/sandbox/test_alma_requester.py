@@ -282,10 +282,14 @@ async def test_supplying_agency_message_is_confirmed_and_recorded(
 
 
 @pytest.mark.anyio
-async def test_the_confirmation_repeats_the_messages_timestamp(alma: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("sent", ["2025-05-01T09:30:00Z", "2025-05-01T05:30:00-04:00"])
+async def test_the_confirmation_repeats_the_messages_timestamp(
+    alma: httpx.AsyncClient, sent: str
+) -> None:
     await alma_sends_request(alma)
 
-    confirmation = await alma_answers(alma, supplier_xml("RequestResponse", "WillSupply"))
+    body = supplier_xml("RequestResponse", "WillSupply", timestamp=sent)
+    confirmation = await alma_answers(alma, body)
 
     assert confirmation.timestamp_received == datetime(2025, 5, 1, 9, 30, tzinfo=UTC)
 

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from app.alma.iso18626 import (
-    Action,
-    MessageStatus,
-    RequestConfirmation,
-    RequestingAgencyMessageConfirmation,
-)
 from app.config import VAR_DIR, Settings
 from app.db import create_db_engine, write_session
 from app.institutions import service
 from app.institutions.schemas import InstitutionCreate
 from app.institutions.secrets import load_secret_box
 from app.outbound_hosts import allowed_host_patterns
-from app.sandbox.alma_requester import send_action, send_request
+from app.sandbox.alma_requester import PartnerAnswer, send_action, send_request
+from app.sandbox.alma_vocabulary import Action, MessageStatus
 from app.sandbox.mount import ALMA_PREFIX, WORLDSHARE_PREFIX
 
 DEMO_CODE = "DEMO"
@@ -92,6 +87,7 @@ def run_demo(base_url: str, token: str, *, alma_request_id: str) -> None:
 
 async def _play(base: str, token: str, alma_request_id: str) -> None:
     iso_url = f"{base}/iso18626/{DEMO_CODE}"
+    alma_url = f"{base}{ALMA_PREFIX}"
     async with httpx.AsyncClient(
         timeout=10.0, headers={"Authorization": f"Bearer {token}"}
     ) as http:
@@ -116,7 +112,8 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         print(f"Alma → bridge: request {alma_request_id} (the rota reached its last partner)")
         confirmation = await send_request(
             http,
-            iso_url,
+            alma_url,
+            bridge_url=iso_url,
             request_id=alma_request_id,
             citation={
                 "title": "The Name of the Rose",
@@ -144,7 +141,8 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
             print(f"Alma → bridge: {action.value}")
             confirmed = await send_action(
                 http,
-                iso_url,
+                alma_url,
+                bridge_url=iso_url,
                 request_id=alma_request_id,
                 action=action,
                 requesting_agency=DEMO_ALMA_AGENCY,
@@ -161,7 +159,8 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         print("Alma → bridge: ShippedReturn")
         confirmed = await send_action(
             http,
-            iso_url,
+            alma_url,
+            bridge_url=iso_url,
             request_id=alma_request_id,
             action=Action.SHIPPED_RETURN,
             requesting_agency=DEMO_ALMA_AGENCY,
@@ -170,19 +169,22 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         )
         _must_be_taken(confirmed, Action.SHIPPED_RETURN.value)
         await wait_for_state("closed")
-        messages = await http.get(
-            f"{base}{ALMA_PREFIX}/_sandbox/messages", params={"request_id": alma_request_id}
-        )
+        told = {"request_id": alma_request_id}
+        messages = await http.get(f"{alma_url}/_sandbox/messages", params=told)
         print("what Alma was told:")
         for message in messages.json():
             answer = f" {message['answerYesNo']}" if message["answerYesNo"] else ""
             due = f" due {message['dueDate']}" if message["dueDate"] else ""
-            print(f"  {message['reasonForMessage']} {message['status']}{answer}{due}")
+            ignored = " (Alma ignores it)" if message["outcome"] == "ignored" else ""
+            print(f"  {message['reasonForMessage']} {message['status']}{answer}{due}{ignored}")
+        for refused in (await http.get(f"{alma_url}/_sandbox/refusals", params=told)).json():
+            print(
+                f"  refused by Alma: {refused['reasonForMessage']} {refused['status']} "
+                f"({refused['errorType']}: {refused['errorValue']})"
+            )
 
 
-def _must_be_taken(
-    confirmation: RequestConfirmation | RequestingAgencyMessageConfirmation, what: str
-) -> None:
+def _must_be_taken(confirmation: PartnerAnswer, what: str) -> None:
     """Stop at once when the bridge refuses, rather than wait for a state that cannot come."""
     if confirmation.message_status is not MessageStatus.OK:
         error_type = confirmation.error_type.value if confirmation.error_type else "ERROR"

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.alma.iso18626 import Action, MessageStatus
 from app.sandbox.alma_requester import send_action, send_request
+from app.sandbox.alma_vocabulary import Action, MessageStatus
 from tests.support.bridge import (
     ALMA_AGENCY,
     BRIDGE_AGENCY,
@@ -33,6 +33,7 @@ def alma_says(
 ) -> Any:
     """Alma's `request` (no action) or requestingAgencyMessage; the confirmation it got."""
     sender = {
+        "bridge_url": system.iso_url,
         "request_id": alma_request_id,
         "requesting_agency": requesting_agency,
         "supplying_agency": BRIDGE_AGENCY,
@@ -43,9 +44,9 @@ def alma_says(
         async with httpx.AsyncClient(timeout=10.0) as http:
             if action is None:
                 return await send_request(
-                    http, system.iso_url, citation=CITATION, patron=PATRON, **sender
+                    http, system.alma_url, citation=CITATION, patron=PATRON, **sender
                 )
-            return await send_action(http, system.iso_url, action=action, **sender)
+            return await send_action(http, system.alma_url, action=action, **sender)
 
     return asyncio.run(send())
 
@@ -111,6 +112,10 @@ def test_full_loan_life_cycle(fast_settings, engine):
             assert step in kinds
         # Each transition told Alma once: no notice was sent twice.
         assert len(notices(system, "ALMA-1")) == 4
+        alma = system.alma_request("ALMA-1")
+        assert (alma["status"], alma["itemId"]) == ("LoanCompleted", shipped["item_barcode"])
+        assert alma["dueDate"].startswith("2027-02-15")
+        assert [r["answerYesNo"] for r in alma["renewals"]] == ["Y"]
 
 
 def test_refused_renewal_answers_no(fast_settings, engine):

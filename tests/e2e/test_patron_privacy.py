@@ -70,7 +70,8 @@ def test_patron_data_reaches_neither_worldshare_nor_logs(fast_settings, engine):
                     async with httpx.AsyncClient(timeout=10.0) as http:
                         await send_request(
                             http,
-                            system.iso_url,
+                            system.alma_url,
+                            bridge_url=system.iso_url,
                             request_id=alma_request_id,
                             citation={"title": "A Study in Scarlet", "author": "Doyle"},
                             patron=patron,

@@ -1,4 +1,5 @@
-"""What the simulated Alma sends, in Alma's shape, read back by the bridge unchanged."""
+"""What the simulated Alma sends, from its own fixtures in Alma's shape, read back by the bridge
+unchanged."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from lxml import etree
 
 from app.alma.iso18626 import (
     ISO18626_NS,
-    Action,
     Header,
     IsoRequest,
     RequestingAgencyMessage,
     ServiceType,
     parse_message,
 )
+from app.alma.iso18626 import Action as BridgeAction
 from app.borrowing.citation import Citation
+from app.sandbox.alma_vocabulary import Action
 from app.sandbox.iso_requester_messages import encode_request, encode_requesting_agency_message
 from tests.support.iso18626 import ALMA, BRIDGE, HEADER
 
@@ -121,7 +123,40 @@ def test_book_chapter_copy_has_no_journal_title() -> None:
 def test_requesting_agency_message_round_trip(action: Action) -> None:
     parsed = parse_message(encode_requesting_agency_message(HEADER, action=action, note="hi"))
 
-    assert parsed == RequestingAgencyMessage(header=HEADER, action=action, note="hi")
+    assert parsed == RequestingAgencyMessage(
+        header=HEADER, action=BridgeAction(action.value), note="hi"
+    )
+
+
+def test_alma_never_sends_an_action_a_borrower_has_no_use_for() -> None:
+    with pytest.raises(ValueError, match="ShippedForward"):
+        encode_requesting_agency_message(HEADER, action="ShippedForward")
+
+
+def test_values_are_escaped_into_the_fixture_not_spliced() -> None:
+    title = 'Tom & Jerry <b>"cat"</b> ]]> <!-- x -->\r\nsecond line'
+    code = "se<cret>&"
+
+    request = parse_message(
+        encode_request(
+            Header(BRIDGE, ALMA, HEADER.timestamp, "RS-<1>", security_code=code),
+            {"title": title},
+            patron={"surname": "two\nlines"},
+            note="a & b",
+        )
+    )
+
+    assert isinstance(request, IsoRequest)
+    assert request.citation["title"] == title
+    assert request.header.requesting_agency_request_id == "RS-<1>"
+    assert request.header.security_code == code
+    assert request.note == "a & b"
+    assert request.patron is not None and request.patron["surname"] == "two\nlines"
+
+
+def test_a_character_xml_cannot_carry_is_refused_on_the_way_out() -> None:
+    with pytest.raises(ValueError, match="XML"):
+        encode_request(HEADER, {"title": "bell \x07"})
 
 
 def test_naive_timestamps_are_refused_on_the_way_out() -> None:

@@ -61,6 +61,17 @@ class System:
         )
         return list(response.json())
 
+    def alma_refusals(self, alma_request_id: str | None = None) -> list[dict[str, Any]]:
+        """What the simulated Alma refused of what the bridge told it."""
+        params = {} if alma_request_id is None else {"request_id": alma_request_id}
+        return list(self.http.get(f"{self.alma_url}/_sandbox/refusals", params=params).json())
+
+    def alma_request(self, alma_request_id: str) -> dict[str, Any]:
+        """What the simulated Alma knows of one of its requests (status, due date, renewals)."""
+        response = self.http.get(f"{self.alma_url}/_sandbox/requests/{alma_request_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
     def lender(self, worldshare_request_id: str, action: str, **body: Any) -> None:
         response = self.http.post(
             f"{self.worldshare_url}/_sandbox/requests/{worldshare_request_id}/{action}", json=body
@@ -115,4 +126,7 @@ def running_system(
         token = make_token(engine, ["admin"])
         bridge_url = stack.enter_context(run_asgi_in_thread(create_app(settings, run_worker=True)))
         http = stack.enter_context(httpx.Client(timeout=10.0))
-        yield System(bridge_url, worldshare_url, alma_url, token, http)
+        system = System(bridge_url, worldshare_url, alma_url, token, http)
+        yield system
+        # Whatever a test checks, the bridge told the strict simulated Alma nothing it refuses.
+        assert system.alma_refusals() == []

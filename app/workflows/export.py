@@ -34,6 +34,8 @@ from app.worldshare.config import NotConfigured, worldshare_config
 
 SOURCE = "worker"
 UNKNOWN_CREATE = "the WorldShare create may have succeeded; look for reference"
+# A dead export is flagged "<EXPORT> failed: <why>" (incomplete settings, a refusal by OCLC).
+EXPORT = "Export to WorldShare"
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPla
         _flag_unknown_create(session, request, why="an earlier attempt ended without an answer")
         return None
     try:
-        config = worldshare_config(institution, box)
+        # Checked before the attempt is marked: an incomplete institution sends nothing.
+        config = worldshare_config(institution, box, to_export=True)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
     request.export_attempted_at = utcnow()
@@ -168,7 +171,7 @@ def _link(
         source,
         detail={"worldshare_request_id": worldshare_request_id},
     )
-    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+    if (request.attention_reason or "").startswith((UNKNOWN_CREATE, f"{EXPORT} failed")):
         service.clear_flag(session, request, source=source, why="the WorldShare id is known")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import text
 
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob
@@ -34,6 +37,11 @@ def worldshare(system: System, path: str, method: str = "GET", **body: Any) -> A
     response = system.http.request(method, f"{system.worldshare_url}{path}", json=body or None)
     response.raise_for_status()
     return response.json() if response.content else None
+
+
+def creates_sent(system: System) -> list[dict[str, Any]]:
+    calls = worldshare(system, "/_sandbox/calls")
+    return [json.loads(c["body"]) for c in calls if c["url"].endswith("/ILL/request/data")]
 
 
 def test_hundred_concurrent_exports_share_one_token(fast_settings, engine):
@@ -114,6 +122,44 @@ def test_validation_error_is_dead_and_flagged(fast_settings, engine):
         replay = system.api("POST", f"/api/v1/jobs/{jobs[0]['id']}/retry")
         assert replay.status_code == 200, replay.text
         wait_for(lambda: state_of(system, created["id"]) == "exported")
+
+
+def test_an_institution_without_a_billing_address_exports_nothing(fast_settings, engine):
+    with running_system(fast_settings, engine, library={"billing_address": None}) as system:
+        created = register(system, "NOBILL-1")
+        flagged = wait_for(
+            lambda: (r := system.request(created["id"]))["needs_attention"] and r, timeout=20
+        )
+        assert flagged["state"] == "received"
+        assert (
+            "WorldShare configuration incomplete: worldshare.billing_address"
+            in flagged["attention_reason"]
+        )
+        assert worldshare(system, "/_sandbox/stats")["creates"] == 0
+        assert not creates_sent(system)
+        with engine.connect() as connection:
+            attempted = connection.execute(
+                text("SELECT export_attempted_at FROM borrowing_request")
+            ).scalar_one()
+        assert attempted is None  # no attempt mark: nothing can have been created
+        shown = system.api("GET", "/api/v1/institutions/UNIV").json()["worldshare"]
+        assert (shown["complete"], shown["missing"]) == (False, ["worldshare.billing_address"])
+
+        # Once the library's address is set, the dead export is replayed and carries it.
+        address = {"attention": "ILL Office", "address1": "1 University Ave"}
+        patched = system.api(
+            "PATCH", "/api/v1/institutions/UNIV", json={"worldshare": {"billing_address": address}}
+        )
+        assert patched.json()["worldshare"]["complete"] is True
+        dead = system.api("GET", "/api/v1/jobs", params={"status": "dead"}).json()["items"]
+        assert system.api("POST", f"/api/v1/jobs/{dead[0]['id']}/retry").status_code == 200
+        exported = wait_for(
+            lambda: (r := system.request(created["id"]))["state"] == "exported" and r
+        )
+        assert not exported["needs_attention"]
+        [create] = creates_sent(system)
+        sent = create["illRequest"]["requester"]["requesterBilling"]
+        assert sent["address"] == address
 
 
 def test_export_running_twice_creates_one_worldshare_request(fast_settings, engine):

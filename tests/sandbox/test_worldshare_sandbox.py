@@ -14,7 +14,7 @@ from app.borrowing.states import LenderOutcome
 from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 from app.worldshare.auth import TokenCache
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.worldshare.client import Requester, WorldShareClient, WorldShareConfig
 from app.worldshare.status import lender_outcome
 from tests.support.servers import run_asgi_in_thread
 
@@ -53,7 +53,9 @@ def config_for(root: str, *, institution_id: str = "128807") -> WorldShareConfig
         scope="WorldShareILL",
         key="demo-wskey",
         secret="demo-secret",
-        institution_id=institution_id,
+        requester=Requester(
+            institution_id=institution_id, billing_address={"address1": "1 Library Walk"}
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from app.alma.iso18626 import AgencyId, Header, IsoRequest, ServiceType, parse_message
 from app.borrowing.citation import Citation
 from app.sandbox.iso_requester_messages import encode_request
-from app.worldshare.client import build_ill_request
+from app.worldshare.client import Requester, build_ill_request
 
 HEADER = Header(
     supplying_agency=AgencyId("ISIL", "US-ILLBRIDGE"),
@@ -19,7 +19,9 @@ def item_sent(citation: dict[str, str], service_type: ServiceType | None = None)
     parsed = parse_message(encode_request(HEADER, citation, service_type=service_type))
     assert isinstance(parsed, IsoRequest)
     body = build_ill_request(
-        Citation.model_validate(parsed.citation), institution_id="128807", reference="A-1"
+        Citation.model_validate(parsed.citation),
+        Requester(institution_id="128807", billing_address={"address1": "1 Library Walk"}),
+        reference="A-1",
     )
     return dict(body["illRequest"]["item"]) | {
         "serviceType": body["illRequest"]["requester"]["serviceType"]

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import secrets
 import time
 import uuid
@@ -29,6 +30,12 @@ from pydantic import BaseModel, Field
 
 EXPIRES_AT_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 VALIDATION_MESSAGE = "There was an error processing your request. Please check the error detail."
+# OCLC's failure codes (reference/oclc-worldshare-ill/failureCodes.txt) this sandbox answers.
+MISSING, INVALID, OUT_OF_BOUNDS, INVALID_DATA = 30000, 30001, 30002, 30007
+MAX_LENDERS = 15
+CURRENCY = re.compile(r"[A-Z]{3}")
+# OCLC's date-time: `2019-08-15T00:00:00.000+0000` (its sample request writes `-00:00`).
+OCLC_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?(Z|[+-]\d{2}:?\d{2})")
 # What WorldShare reports for a request that is with its lenders and not yet answered.
 AWAITING_LENDER = "PRODUCED"
 SHIPPED = "IN_TRANSIT"
@@ -342,7 +349,13 @@ async def _request_api_gate(state: _SandboxState, request: Request) -> JSONRespo
 
 
 def _validated(raw_body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The inbound illRequest and OCLC-style failures (code + field) for what is wrong."""
+    """The inbound illRequest and OCLC-style failures (code + field) for what is wrong.
+
+    OCLC's checks as its samples show them: required fields Missing (30000), ids that are not
+    integers and values of the wrong kind Invalid (30001), a lender string over 15 OutOfBounds
+    (30002). A `patron` block is refused (30007): OCLC would keep it, the bridge must never
+    send one, and this sandbox exists to catch that.
+    """
     try:
         envelope = json.loads(raw_body)
     except ValueError:
@@ -351,27 +364,76 @@ def _validated(raw_body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(ill_request, dict):
         return {}, [{"failureCode": 30000, "fieldName": "illRequest"}]
     failures: list[dict[str, Any]] = []
-    item = ill_request.get("item")
-    title = item.get("title") if isinstance(item, dict) else None
-    if not isinstance(title, str) or not title.strip():
-        failures.append({"failureCode": 30000, "fieldName": "item.title"})
-    requester = ill_request.get("requester")
-    requester = requester if isinstance(requester, dict) else {}
-    institution = requester.get("institution")
-    institution_id = institution.get("institutionId") if isinstance(institution, dict) else None
+
+    def fail(code: int, field_name: str) -> None:
+        failures.append({"failureCode": code, "fieldName": field_name})
+
+    if ill_request.get("patron") is not None:
+        fail(INVALID_DATA, "patron")
+    item = _object(ill_request.get("item"))
+    if not _text_given(item.get("title")):
+        fail(MISSING, "item.title")
+    if item.get("oclcNumber") is not None and not _integer(item["oclcNumber"]):
+        fail(INVALID, "item.oclcNumber")
+    requester = _object(ill_request.get("requester"))
+    institution_id = _object(requester.get("institution")).get("institutionId")
     if institution_id is None or institution_id == "":
-        failures.append({"failureCode": 30000, "fieldName": "requester.institution.institutionId"})
-    elif not isinstance(institution_id, int) or isinstance(institution_id, bool):
-        failures.append({"failureCode": 30001, "fieldName": "requester.institution.institutionId"})
+        fail(MISSING, "requester.institution.institutionId")
+    elif not _integer(institution_id):
+        fail(INVALID, "requester.institution.institutionId")
     service_type = requester.get("serviceType")
     if service_type is None:
-        failures.append({"failureCode": 30000, "fieldName": "requester.serviceType"})
+        fail(MISSING, "requester.serviceType")
     elif service_type not in ("COPY", "LOAN"):
-        failures.append({"failureCode": 30001, "fieldName": "requester.serviceType"})
+        fail(INVALID, "requester.serviceType")
+    lenders = _object(requester.get("supplierInfo")).get("institutions")
+    if lenders is not None:
+        if not isinstance(lenders, list):
+            fail(INVALID, "requester.supplierInfo.institutions")
+        elif len(lenders) > MAX_LENDERS:
+            fail(OUT_OF_BOUNDS, "requester.supplierInfo.institutions")
+        else:
+            for index, lender in enumerate(lenders):
+                if not _integer(_object(lender).get("institutionId")):
+                    fail(INVALID, f"requester.supplierInfo.institutions[{index}].institutionId")
+    billing = _object(requester.get("requesterBilling"))
+    billing_address = _object(billing.get("address"))
+    if not _text_given(billing_address.get("address1")):
+        fail(MISSING, "requester.requesterBilling.address.address1")
+    for path, address in (
+        ("requester.requesterBilling.address", billing_address),
+        (
+            "requester.requesterDelivery.address",
+            _object(requester.get("requesterDelivery")).get("address"),
+        ),
+    ):
+        for name, value in _object(address).items():
+            if value is not None and not isinstance(value, str):
+                fail(INVALID, f"{path}.{name}")
+    maximum_cost = billing.get("maximumCost")
+    if maximum_cost is not None:
+        cost = _object(maximum_cost)
+        amount = cost.get("amount")
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
+            fail(INVALID, "requester.requesterBilling.maximumCost.amount")
+        if not isinstance(cost.get("currency"), str) or not CURRENCY.fullmatch(cost["currency"]):
+            fail(INVALID, "requester.requesterBilling.maximumCost.currency")
     needed = ill_request.get("needed")
     if needed is not None and _parse_oclc_date(needed) is None:
-        failures.append({"failureCode": 30001, "fieldName": "needed"})
+        fail(INVALID, "needed")
     return ill_request, failures
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text_given(value: object) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _stored_document(ill_request: dict[str, Any]) -> dict[str, Any]:
@@ -494,7 +556,7 @@ def _oclc_date(day: date) -> str:
 
 
 def _parse_oclc_date(value: object) -> date | None:
-    if not isinstance(value, str) or len(value) < 10:
+    if not isinstance(value, str) or not OCLC_DATE_TIME.fullmatch(value):
         return None
     try:
         return date.fromisoformat(value[:10])

@@ -115,7 +115,9 @@ def build_ill_request(
         "requestStatus": "SUBMITTING",
         # Shown to ILL staff as the Reference ID; the opaque Alma request id, nothing personal.
         "referenceId": reference,
-        "requester": _requester(requester, service_type),
+        "requester": _requester(requester, service_type)
+        # The copyright declaration Alma made for a copy; a loan needs none.
+        | _present(copyrightType=citation.copyright_compliance if service_type == "COPY" else None),
         "item": _present(**item),
     }
     if citation.last_interest_date is not None:
@@ -282,7 +284,9 @@ def _text(value: object) -> str | None:
 
 
 def oclc_needed(day: date) -> str:
-    return f"{day.isoformat()}T00:00:00.000+0000"
+    """A need-before date as OCLC's date-time at noon UTC: midnight UTC is the evening before
+    in the Americas, as staff there would see it (the bridge sends Alma due dates at noon too)."""
+    return f"{day.isoformat()}T12:00:00.000+0000"
 
 
 def _oclc_number(value: str | None) -> int | None:

@@ -3,6 +3,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -108,7 +109,7 @@ def test_build_ill_request_for_a_book() -> None:
         "illRequest": {
             "requestStatus": "SUBMITTING",
             "referenceId": "alma-req-42",
-            "needed": "2025-08-15T00:00:00.000+0000",
+            "needed": "2025-08-15T12:00:00.000+0000",
             "requester": {
                 "institution": {"institutionId": 128807},
                 "serviceType": "LOAN",
@@ -151,6 +152,35 @@ def test_build_ill_request_for_an_article_asks_for_a_copy() -> None:
         "pages": "45-67",
     }
     assert "needed" not in ill_request
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/New_York", "UTC"],
+)
+def test_the_need_before_date_stays_the_same_day_in_the_americas(zone: str) -> None:
+    citation = Citation(title="T", last_interest_date=date(2025, 8, 15))
+
+    needed = build_ill_request(citation, LIBRARY, reference="r")["illRequest"]["needed"]
+
+    moment = datetime.strptime(needed, "%Y-%m-%dT%H:%M:%S.%f%z")
+    assert moment.astimezone(ZoneInfo(zone)).date() == date(2025, 8, 15)
+
+
+def test_an_articles_copyright_compliance_reaches_copyright_type() -> None:
+    article = Citation(
+        title="Squirrel cognition",
+        journal_title="Journal of Rodent Studies",
+        citation_type="CR",
+        copyright_compliance="US:CCG",
+    )
+    book = Citation(title="Outwitting Squirrels", copyright_compliance="US:CCG")
+
+    copy = build_ill_request(article, LIBRARY, reference="r")["illRequest"]["requester"]
+    loan = build_ill_request(book, LIBRARY, reference="r")["illRequest"]["requester"]
+
+    assert (copy["serviceType"], copy["copyrightType"]) == ("COPY", "US:CCG")
+    assert "copyrightType" not in loan
 
 
 def test_build_ill_request_for_a_book_chapter() -> None:

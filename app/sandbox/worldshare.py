@@ -71,6 +71,8 @@ class FaultsUpdate(BaseModel):
     fail_next: list[FailNext] = []
     validation_error: ValidationFault | None = None
     expire_tokens: bool = False
+    misdirect_reads: bool | None = None
+    """Reads answer with another request's id (a mixed-up proxy or cache) until cleared."""
 
 
 class ShipOrder(BaseModel):
@@ -86,11 +88,18 @@ class RawStatus(BaseModel):
     status: str = Field(min_length=1)
 
 
+class StaffEdit(BaseModel):
+    """What WorldShare staff may change on a request by hand."""
+
+    reference_id: str = Field(min_length=1, max_length=128)
+
+
 @dataclass
 class _Faults:
     latency_ms: int = 0
     fail_next: list[FailNext] = field(default_factory=list)
     validation_error: ValidationFault | None = None
+    misdirect_reads: bool = False
 
 
 @dataclass
@@ -256,7 +265,10 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             return _http_error(404, "Request not found")
         state.advance_auto_lender(lender_request)
         state.stats["reads"] += 1
-        return _envelope(lender_request.view())
+        view = lender_request.view()
+        if state.faults.misdirect_reads:
+            view["requestId"] = lender_request.request_id + 1_000_000
+        return _envelope(view)
 
     @app.post("/_sandbox/requests/{request_id}/ship")
     async def ship(request_id: str, order: ShipOrder | None = None) -> JSONResponse:
@@ -309,6 +321,14 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             state, request_id, None, lambda found: state.set_status(found, raw.status)
         )
 
+    @app.post("/_sandbox/requests/{request_id}/edit")
+    async def staff_edit(request_id: str, edit: StaffEdit) -> JSONResponse:
+        def change(found: _LenderRequest) -> None:
+            found.document["referenceId"] = edit.reference_id
+            found.edited = datetime.now(UTC)
+
+        return _lender_acts(state, request_id, None, change)
+
     @app.post("/_sandbox/faults")
     async def set_faults(update: FaultsUpdate) -> dict[str, Any]:
         if update.latency_ms is not None:
@@ -316,6 +336,8 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
         state.faults.fail_next.extend(update.fail_next)
         if update.validation_error is not None:
             state.faults.validation_error = update.validation_error
+        if update.misdirect_reads is not None:
+            state.faults.misdirect_reads = update.misdirect_reads
         if update.expire_tokens:
             for access in state.tokens.values():
                 access.revoked = True
@@ -519,6 +541,7 @@ def _faults_view(faults: _Faults) -> dict[str, Any]:
         "validation_error": (
             faults.validation_error.model_dump() if faults.validation_error else None
         ),
+        "misdirect_reads": faults.misdirect_reads,
     }
 
 

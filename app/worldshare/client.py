@@ -190,7 +190,7 @@ class WorldShareClient:
         # public swagger has no read response, so dueDate, renewals, renewalStatus and
         # newDueDate follow the Due Date / Renewals / New Due Date fields OCLC shows staff.
         return LenderStatus(
-            request_id=str(ill_request.get("requestId", worldshare_request_id)),
+            request_id=_text(ill_request.get("requestId")),
             status=status,
             due_date=_date(ill_request.get("dueDate")),
             renewal=_renewal(ill_request),

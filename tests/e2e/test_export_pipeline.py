@@ -218,3 +218,51 @@ def test_status_map_override_from_the_institution_policy(fast_settings, engine):
         ws_id = system.request(created["id"])["worldshare_request_id"]
         worldshare(system, f"/_sandbox/requests/{ws_id}/status", "POST", status="Lost")
         wait_for(lambda: state_of(system, created["id"]) == "cancelled", timeout=20)
+
+
+def test_a_poll_answer_about_another_request_is_not_applied(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        created = register(system, "MIX-1")
+        ws_id = wait_for(lambda: (r := system.request(created["id"]))["state"] == "exported" and r)[
+            "worldshare_request_id"
+        ]
+        worldshare(system, "/_sandbox/faults", "POST", misdirect_reads=True)
+        worldshare(system, f"/_sandbox/requests/{ws_id}/ship", "POST", due_date="2027-05-20")
+
+        flagged = wait_for(lambda: (r := system.request(created["id"]))["needs_attention"] and r)
+        assert flagged["attention_reason"] == (
+            "WorldShare poll answer not applied: requestId mismatch: the poll of WorldShare "
+            f"request {ws_id} was answered for request {int(ws_id) + 1_000_000}"
+        )
+        reads = worldshare(system, "/_sandbox/stats")["reads"]
+        wait_for(lambda: worldshare(system, "/_sandbox/stats")["reads"] >= reads + 2, timeout=10)
+        record = system.request(created["id"])
+        assert (record["state"], record["lender_due_date"], record["lender_status"]) == (
+            "exported",
+            None,
+            None,
+        )
+        kinds = [e["kind"] for e in record["events"]]
+        assert (kinds.count("lender_answer_mismatch"), kinds.count("flagged")) == (1, 1)
+
+        worldshare(system, "/_sandbox/faults", "DELETE")
+        wait_for(lambda: state_of(system, created["id"]) == "shipped", timeout=20)
+
+
+def test_a_worldshare_request_carrying_another_reference_is_not_applied(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        created = register(system, "REF-1")
+        ws_id = wait_for(lambda: (r := system.request(created["id"]))["state"] == "exported" and r)[
+            "worldshare_request_id"
+        ]
+        # WorldShare staff typed something else into the Reference ID, a patron's name even.
+        worldshare(system, f"/_sandbox/requests/{ws_id}/edit", "POST", reference_id="Jane Roe")
+        worldshare(system, f"/_sandbox/requests/{ws_id}/ship", "POST")
+
+        flagged = wait_for(lambda: (r := system.request(created["id"]))["needs_attention"] and r)
+        assert flagged["state"] == "exported"
+        assert flagged["attention_reason"] == (
+            "WorldShare poll answer not applied: referenceId mismatch: WorldShare request "
+            f"{ws_id} does not carry this request's Alma id REF-1 as its referenceId"
+        )
+        assert "Jane Roe" not in system.api("GET", f"/api/v1/requests/{created['id']}").text

@@ -578,6 +578,23 @@ async def test_get_request_reads_status_due_date_and_renewal(
     )
 
 
+async def test_get_request_reports_the_request_id_it_was_answered_for(
+    router: respx.MockRouter, client: WorldShareClient
+) -> None:
+    router.post(TOKEN_URL).mock(side_effect=Tokens())
+    router.get(f"{BASE}/request/data/7").mock(
+        return_value=httpx.Response(200, json={"response": {"illRequest": {"requestStatus": "X"}}})
+    )
+    router.get(f"{BASE}/request/data/8").mock(
+        return_value=httpx.Response(
+            200, json={"response": {"illRequest": {"requestId": 9, "requestStatus": "X"}}}
+        )
+    )
+
+    assert (await client.get_request("7")).request_id is None
+    assert (await client.get_request("8")).request_id == "9"
+
+
 async def test_get_request_before_shipping_has_no_due_date(
     router: respx.MockRouter, client: WorldShareClient
 ) -> None:

@@ -5,12 +5,16 @@ export. Every address here is the library's (its ILL office), never a patron's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import Field, StrictInt, field_validator
+from sqlmodel import Session, select
 
 from app.institutions.models import Institution
+from app.institutions.secrets import SecretBox
 from app.validation import StrictInput
 
 # OCLC's lender string holds at most 15 lenders.
@@ -75,3 +79,39 @@ def worldshare_missing(institution: Institution) -> list[str]:
         ("billing_address", institution.worldshare_billing_address),
     )
     return [f"worldshare.{name}" for name, value in needed if not value]
+
+
+def keep_rotated_refresh_token(
+    session: Session,
+    box: SecretBox,
+    institution_code: str,
+    *,
+    replaces: Sequence[str],
+    refresh_token: str,
+    expires_at: datetime | None,
+) -> bool:
+    """Store the refresh token OCLC rotated to where one it `replaces` is stored; True if so.
+
+    Any other stored token is newer (staff set one, or another worker stored its rotation
+    first) and stays. The row is locked, so two workers' rotations do not interleave.
+    """
+    institution = session.exec(
+        select(Institution).where(Institution.code == institution_code).with_for_update()
+    ).first()
+    stored = institution.worldshare_refresh_token_encrypted if institution else None
+    if institution is None or stored is None or box.decrypt(stored) not in replaces:
+        return False
+    institution.worldshare_refresh_token_encrypted = box.encrypt(refresh_token)
+    institution.worldshare_refresh_token_expires_at = expires_at
+    session.add(institution)
+    session.flush()
+    return True
+
+
+def stored_refresh_token(session: Session, box: SecretBox, institution_code: str) -> str | None:
+    stored = session.exec(
+        select(Institution.worldshare_refresh_token_encrypted).where(
+            Institution.code == institution_code
+        )
+    ).first()
+    return box.decrypt(stored) if stored else None

@@ -2,6 +2,9 @@
 
 Mounted at a sandbox root, the service uses `<root>/oauth/token` as token URL and
 `<root>/ILL` as base URL. Answers follow the shapes in `reference/oclc-worldshare-ill/`.
+The token endpoint grants client credentials and, for a staff user's refresh token
+(`POST /_sandbox/refresh-tokens` plays the user signing in), the refresh-token grant: each
+refresh answers a new refresh token, and the one used is refused from then on.
 Control endpoints under `/_sandbox` play the lender and inject faults. All state belongs to
 one app instance.
 """
@@ -46,6 +49,9 @@ class WorldShareSandboxSettings:
     clients: Mapping[str, str] | None = None
     """WSKey → secret; None accepts any non-empty key and secret."""
     token_lifetime_s: int = 3599
+    refresh_token_lifetime_s: int = 604799
+    refresh_tokens: Mapping[str, str] | None = None
+    """Refresh tokens staff users obtained beforehand → the WSKey each was issued to."""
     context_institution_id: str = "128807"
     loan_period_days: int = 28
     first_request_id: int = 167513532
@@ -110,6 +116,17 @@ class _AccessToken:
 
 
 @dataclass
+class _RefreshToken:
+    wskey: str
+    expires_at: float
+    used: bool = False
+
+
+class StaffSignIn(BaseModel):
+    wskey: str = Field(min_length=1)
+
+
+@dataclass
 class _LenderRequest:
     request_id: int
     document: dict[str, Any]
@@ -145,6 +162,10 @@ class _SandboxState:
     def __init__(self, settings: WorldShareSandboxSettings) -> None:
         self.settings = settings
         self.tokens: dict[str, _AccessToken] = {}
+        self.refresh_tokens: dict[str, _RefreshToken] = {
+            token: _RefreshToken(wskey, time.time() + settings.refresh_token_lifetime_s)
+            for token, wskey in (settings.refresh_tokens or {}).items()
+        }
         self.requests: dict[int, _LenderRequest] = {}
         self.next_request_id = settings.first_request_id
         self.faults = _Faults()
@@ -226,11 +247,22 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
         if not _client_accepted(state.settings.clients, wskey, secret):
             return _token_error(401, f"WSKey '{wskey}' is invalid")
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        if form.get("grant_type") == ["refresh_token"]:
+            used = state.refresh_tokens.get(form.get("refresh_token", [""])[0])
+            if used is None or used.used or used.wskey != wskey or time.time() >= used.expires_at:
+                return _token_error(401, "Refresh token is invalid or expired")
+            used.used = True
+            return JSONResponse(_issue_access_token(state, wskey, with_refresh_token=True))
         if form.get("grant_type") != ["client_credentials"]:
             return _token_error(400, "Unsupported grant_type")
         if not form.get("scope", [""])[0].strip():
             return _token_error(400, "Missing scope")
-        return JSONResponse(_issue_access_token(state, wskey))
+        return JSONResponse(_issue_access_token(state, wskey, with_refresh_token=False))
+
+    @app.post("/_sandbox/refresh-tokens")
+    async def staff_sign_in(sign_in: StaffSignIn) -> JSONResponse:
+        """A staff user signed in (OCLC's authorization-code flow): their tokens."""
+        return JSONResponse(_issue_access_token(state, sign_in.wskey, with_refresh_token=True))
 
     @app.post("/ILL/request/data")
     async def create_request(request: Request) -> JSONResponse:
@@ -469,15 +501,16 @@ def _stored_document(ill_request: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _issue_access_token(state: _SandboxState, wskey: str) -> dict[str, str]:
+def _issue_access_token(
+    state: _SandboxState, wskey: str, *, with_refresh_token: bool
+) -> dict[str, str]:
+    """OCLC's token answer (`access_token.json`); a refresh token only in a user context."""
     lifetime = state.settings.token_lifetime_s
     token = "tk_" + secrets.token_urlsafe(24)
     expires_at = time.time() + lifetime
     state.tokens[token] = _AccessToken(wskey=wskey, expires_at=expires_at)
     institution = state.settings.context_institution_id
-    now = datetime.now(UTC)
-    refresh_lifetime = 604799
-    return {
+    answer = {
         "access_token": token,
         "token_type": "bearer",
         "expires_in": str(lifetime),
@@ -485,9 +518,17 @@ def _issue_access_token(state: _SandboxState, wskey: str) -> dict[str, str]:
         "principalIDNS": f"urn:oclc:platform:{institution}",
         "contextInstitutionId": institution,
         "expires_at": datetime.fromtimestamp(expires_at, UTC).strftime(EXPIRES_AT_FORMAT),
-        "refresh_token": "rt_" + secrets.token_urlsafe(24),
+    }
+    if not with_refresh_token:
+        return answer
+    refresh_lifetime = state.settings.refresh_token_lifetime_s
+    refresh_token = "rt_" + secrets.token_urlsafe(24)
+    refresh_expires_at = time.time() + refresh_lifetime
+    state.refresh_tokens[refresh_token] = _RefreshToken(wskey, refresh_expires_at)
+    return answer | {
+        "refresh_token": refresh_token,
         "refresh_token_expires_in": str(refresh_lifetime),
-        "refresh_token_expires_at": (now + timedelta(seconds=refresh_lifetime)).strftime(
+        "refresh_token_expires_at": datetime.fromtimestamp(refresh_expires_at, UTC).strftime(
             EXPIRES_AT_FORMAT
         ),
     }

@@ -29,7 +29,8 @@ from app.upstream import TransientUpstreamError, UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import EXPORT_TO_WORLDSHARE
 from app.workflows.transitions import advance
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 
 SOURCE = "worker"
@@ -202,13 +203,13 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
     if plan is None:
         # A create recorded by a worker whose lease ran out still has to mark the request.
         return lambda session: complete_export(session, job)
-    client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
+    client = worldshare_client(ctx, plan.config)
     try:
         worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
     except UpstreamError as exc:
         if _nothing_created(exc):
             await ctx.write(lambda session: forget_attempt(session, job))
-            raise
+            raise await second_look(ctx, plan.config, exc) from None
         lost = exc.message
         await ctx.write(lambda session: answer_lost(session, job, lost))
         return None

@@ -31,10 +31,12 @@ from app.jobs.queue import ClaimedJob, enqueue
 from app.jobs.registry import Finish, PermanentJobError
 from app.runtime import Runtime
 from app.timeutil import utcnow
+from app.upstream import UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import POLL_WORLDSHARE
 from app.workflows.transitions import advance, answer_renewal
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 from app.worldshare.network import LenderStatus
 from app.worldshare.status import answer_mismatch, lender_outcome
@@ -168,7 +170,9 @@ async def poll_request(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Fini
     plan = await ctx.read(lambda session: plan_poll(session, job, ctx))
     if plan is None:
         return None
-    client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
     asked = plan.worldshare_request_id
-    lender = await client.get_request(asked)
+    try:
+        lender = await worldshare_client(ctx, plan.config).get_request(asked)
+    except UpstreamError as exc:
+        raise await second_look(ctx, plan.config, exc) from None
     return lambda session: apply_lender_status(session, job, lender, asked=asked)

@@ -18,7 +18,7 @@ import httpx
 
 from app.borrowing.citation import Citation
 from app.upstream import UpstreamError, call, status_failure
-from app.worldshare.auth import ClientCredentials, TokenCache
+from app.worldshare.auth import ClientCredentials, OnRotated, TokenCache
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 UPSTREAM = "WorldShare"
@@ -69,6 +69,7 @@ class WorldShareConfig:
     key: str = field(repr=False)
     secret: str = field(repr=False)
     requester: Requester
+    refresh_token: str | None = field(default=None, repr=False)
 
     @property
     def credentials(self) -> ClientCredentials:
@@ -78,6 +79,7 @@ class WorldShareConfig:
             scope=self.scope,
             key=self.key,
             secret=self.secret,
+            refresh_token=self.refresh_token,
         )
 
 
@@ -161,12 +163,18 @@ def _present(**fields: Any) -> dict[str, Any]:
 
 class WorldShareClient:
     def __init__(
-        self, http: httpx.AsyncClient, tokens: TokenCache, config: WorldShareConfig
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenCache,
+        config: WorldShareConfig,
+        *,
+        on_refresh_token_rotated: OnRotated | None = None,
     ) -> None:
         self._http = http
         self._tokens = tokens
         self._config = config
         self._credentials = config.credentials
+        self._on_rotated = on_refresh_token_rotated
 
     def __repr__(self) -> str:
         return f"WorldShareClient(institution_code={self._config.institution_code!r})"
@@ -212,7 +220,7 @@ class WorldShareClient:
     async def _send(
         self, method: str, path: str, json: dict[str, Any] | None
     ) -> tuple[str, httpx.Response]:
-        token = await self._tokens.token(self._http, self._credentials)
+        token = await self._tokens.token(self._http, self._credentials, on_rotated=self._on_rotated)
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         url = self._config.base_url.rstrip("/") + path
         response = await call(self._http, UPSTREAM, method, url, json=json, headers=headers)

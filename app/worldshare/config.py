@@ -38,6 +38,11 @@ def worldshare_config(
         scope=institution.worldshare_scope or "",
         key=box.decrypt(institution.worldshare_key_encrypted),
         secret=box.decrypt(institution.worldshare_secret_encrypted),
+        refresh_token=(
+            box.decrypt(institution.worldshare_refresh_token_encrypted)
+            if institution.worldshare_refresh_token_encrypted
+            else None
+        ),
         requester=Requester(
             institution_id=institution.worldshare_institution_id or "",
             billing_address=institution.worldshare_billing_address,

@@ -6,13 +6,16 @@ import asyncio
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import text
 
+from app.institutions.secrets import load_secret_box
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob
 from app.observability import Metrics
 from app.runtime import open_runtime
+from app.sandbox.worldshare import WorldShareSandboxSettings
 from app.workflows.export import export_citation
 from tests.support.bridge import System, running_system, wait_for
 
@@ -266,3 +269,41 @@ def test_a_worldshare_request_carrying_another_reference_is_not_applied(fast_set
             f"{ws_id} does not carry this request's Alma id REF-1 as its referenceId"
         )
         assert "Jane Roe" not in system.api("GET", f"/api/v1/requests/{created['id']}").text
+
+
+def test_a_staff_users_refresh_token_is_used_and_its_rotations_kept(fast_settings, engine):
+    sandbox = WorldShareSandboxSettings(refresh_tokens={"rt_signed_in": "sandbox-key"})
+    library = {"refresh_token": "rt_signed_in"}
+    box = load_secret_box(fast_settings)
+
+    def stored_refresh_token() -> str:
+        with engine.connect() as connection:
+            encrypted = connection.execute(
+                text("SELECT worldshare_refresh_token_encrypted FROM institution")
+            ).scalar_one()
+        return box.decrypt(encrypted)
+
+    def refresh_tokens_sent() -> list[str]:
+        calls = worldshare(system, "/_sandbox/calls")
+        forms = [parse_qs(c["body"]) for c in calls if c["url"].endswith("/oauth/token")]
+        assert all(form["grant_type"] == ["refresh_token"] for form in forms)
+        return [form["refresh_token"][0] for form in forms]
+
+    with running_system(fast_settings, engine, worldshare=sandbox, library=library) as system:
+        first = register(system, "USER-1")
+        wait_for(lambda: state_of(system, first["id"]) == "exported")
+        rotated = stored_refresh_token()
+        assert refresh_tokens_sent() == ["rt_signed_in"]
+        assert rotated.startswith("rt_") and rotated != "rt_signed_in"
+        shown = system.api("GET", "/api/v1/institutions/UNIV")
+        assert shown.json()["worldshare"]["refresh_token_set"] is True
+        assert shown.json()["worldshare"]["refresh_token_expires_at"] is not None
+        assert rotated not in shown.text
+
+        # The access token expires: the next one is got with the rotated refresh token, since
+        # OCLC now refuses the first one.
+        worldshare(system, "/_sandbox/faults", "POST", expire_tokens=True)
+        second = register(system, "USER-2")
+        wait_for(lambda: state_of(system, second["id"]) == "exported")
+        assert refresh_tokens_sent() == ["rt_signed_in", rotated]
+        assert stored_refresh_token() not in ("rt_signed_in", rotated)

@@ -100,6 +100,40 @@ async def test_token_answer_has_oclc_shape(sandbox: str, http: httpx.AsyncClient
     assert {"access_token", "principalID", "principalIDNS", "contextInstitutionId"} <= set(body)
 
 
+async def test_the_refresh_grant_rotates_and_refuses_a_used_token(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    signed_in = (await http.post(f"{sandbox}/_sandbox/refresh-tokens", json={"wskey": "k"})).json()
+
+    async def refresh(refresh_token: str, key: str = "k") -> httpx.Response:
+        return await http.post(
+            f"{sandbox}/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            headers=basic(key, "s"),
+        )
+
+    refreshed = await refresh(signed_in["refresh_token"])
+    body = refreshed.json()
+    assert refreshed.status_code == 200
+    assert body["refresh_token"] not in ("", signed_in["refresh_token"])
+    assert {"access_token", "expires_at", "refresh_token_expires_at"} <= set(body)
+    assert (await refresh(signed_in["refresh_token"])).status_code == 401
+    assert (await refresh(body["refresh_token"], key="another-wskey")).status_code == 401
+    assert (await refresh(body["refresh_token"])).status_code == 200
+
+
+async def test_client_credentials_carry_no_refresh_token(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    response = await http.post(
+        f"{sandbox}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "WorldShareILL"},
+        headers=basic("k", "s"),
+    )
+
+    assert "refresh_token" not in response.json()
+
+
 @pytest.mark.parametrize(
     "sandbox_settings", [WorldShareSandboxSettings(clients={"demo-wskey": "other"})]
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.institutions.worldshare_settings import keep_rotated_refresh_token, stored_refresh_token
 from app.runtime import Runtime
 from app.upstream import TransientUpstreamError, UpstreamError
@@ -15,21 +17,32 @@ log = logging.getLogger("illbridge.workflows")
 
 
 def worldshare_client(ctx: Runtime, config: WorldShareConfig) -> WorldShareClient:
-    async def keep(rotated: RotatedRefreshToken) -> None:
-        stored = await ctx.write(
-            lambda session: keep_rotated_refresh_token(
-                session,
-                ctx.secrets,
-                rotated.institution_code,
-                replaces=rotated.replaces,
-                refresh_token=rotated.value,
-                expires_at=rotated.expires_at,
+    async def keep(rotated: RotatedRefreshToken) -> bool:
+        institution = rotated.institution_code
+        try:
+            stored = await ctx.write(
+                lambda session: keep_rotated_refresh_token(
+                    session,
+                    ctx.secrets,
+                    institution,
+                    replaces=rotated.replaces,
+                    refresh_token=rotated.value,
+                    expires_at=rotated.expires_at,
+                )
             )
-        )
+        except SQLAlchemyError as exc:
+            # The call goes on with its access token (an export must not stop between its
+            # attempt mark and the create); the token cache hands the rotation over again.
+            log.warning(
+                "worldshare_refresh_token_not_stored",
+                extra={"institution": institution, "error_type": type(exc).__name__},
+            )
+            return False
         log.info(
             "worldshare_refresh_token_rotated",
-            extra={"institution": rotated.institution_code, "stored": stored},
+            extra={"institution": institution, "stored": stored},
         )
+        return True
 
     return WorldShareClient(ctx.http, ctx.worldshare_tokens, config, on_refresh_token_rotated=keep)
 

@@ -63,7 +63,8 @@ class RotatedRefreshToken:
     expires_at: datetime | None
 
 
-OnRotated = Callable[[RotatedRefreshToken], Awaitable[None]]
+# True once the caller's store has dealt with the rotation; False to be handed it again.
+OnRotated = Callable[[RotatedRefreshToken], Awaitable[bool]]
 
 
 class RefreshTokenRefused(PermanentUpstreamError):
@@ -115,8 +116,9 @@ class TokenCache:
     ) -> str:
         """A valid access token, fetched at most once at a time per (institution, scope, grant).
 
-        A refresh token OCLC rotated is handed to `on_rotated` until one such call returns: a
-        caller whose store failed leaves it to the next. Until then the newest is what is sent.
+        A refresh token OCLC rotated is handed to `on_rotated` until one such call says it is
+        dealt with: a caller whose store failed leaves it to the next. Meanwhile the newest
+        rotation is what is sent.
         """
         key = credentials.cache_key
         cached = self._fresh(key)
@@ -131,7 +133,7 @@ class TokenCache:
                     cached = token.value
         rotation = self._rotations.get(key)
         if on_rotated is not None and rotation is not None and not rotation.kept:
-            await on_rotated(
+            rotation.kept = await on_rotated(
                 RotatedRefreshToken(
                     institution_code=credentials.institution_code,
                     replaces=rotation.superseded,
@@ -139,7 +141,6 @@ class TokenCache:
                     expires_at=rotation.expires_at,
                 )
             )
-            rotation.kept = True
         return cached
 
     def invalidate(self, key: TokenKey, token: str) -> None:

@@ -1,18 +1,22 @@
-"""A rotated refresh token is stored where it replaces the stored one, and a refusal of a token
-another worker has rotated meanwhile is retried rather than dead-lettered."""
+"""A rotated refresh token is stored where it replaces the stored one, a store that fails does
+not stop the call, and a refusal of a token another worker has rotated meanwhile is retried
+rather than dead-lettered."""
 
 import asyncio
 from datetime import UTC, datetime
 
+import httpx
+import respx
 from sqlalchemy import text
 
+from app.borrowing.citation import Citation
 from app.db import write_session
 from app.institutions.secrets import load_secret_box
 from app.institutions.worldshare_settings import keep_rotated_refresh_token
 from app.observability import Metrics
 from app.runtime import open_runtime
 from app.upstream import PermanentUpstreamError, TransientUpstreamError, UpstreamError
-from app.workflows.worldshare_calls import second_look
+from app.workflows.worldshare_calls import second_look, worldshare_client
 from app.worldshare.auth import RefreshTokenRefused
 from app.worldshare.client import Requester, WorldShareConfig
 from tests.support.factories import make_institution
@@ -84,3 +88,24 @@ def test_a_refused_refresh_token_another_worker_rotated_is_retried(engine, setti
     assert look(settings, "rt_2", refused) is refused
     other = PermanentUpstreamError("WorldShare: HTTP 404", status_code=404)
     assert look(settings, "rt_1", other) is other
+
+
+def test_a_rotation_that_cannot_be_stored_does_not_stop_the_call(settings, tmp_path):
+    # No tables at all: every write fails, as while the database is down.
+    broken = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'none.db'}"})
+    token_answer = {"access_token": "tk_1", "expires_in": "3599", "refresh_token": "rt_2"}
+    created = {"response": {"illRequest": {"requestId": 7, "requestStatus": "SUBMITTING"}}}
+
+    async def run() -> str:
+        async with open_runtime(broken, Metrics()) as ctx:
+            client = worldshare_client(ctx, config("rt_1"))
+            return await client.create_request(Citation(title="T"), reference="alma-1")
+
+    with respx.mock() as router:
+        router.post("https://oauth.oclc.org/token").mock(
+            return_value=httpx.Response(200, json=token_answer)
+        )
+        router.post("https://128807.share.worldcat.org/ILL/request/data").mock(
+            return_value=httpx.Response(200, json=created)
+        )
+        assert asyncio.run(run()) == "7"

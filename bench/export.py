@@ -80,6 +80,7 @@ def prepare(settings: Settings, sandbox: str, requests: int) -> None:
                         "key": "bench-key",
                         "secret": "bench-secret",
                         "institution_id": "128807",
+                        "billing_address": {"address1": "1 Benchmark Walk"},
                     },
                 }
             ),

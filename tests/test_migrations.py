@@ -126,3 +126,35 @@ def test_0002_keeps_the_tokens_it_extends(empty_database):
         engine.dispose()
     upgrade(empty_database)
     assert _differences(empty_database) == []
+
+
+def test_institutions_from_before_the_library_settings_are_incomplete_and_survive(empty_database):
+    upgrade(empty_database, "0004")
+    engine = create_db_engine(empty_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO institution (code, name, active, cancel_reason, stale_after_days,"
+                    " patron_due_date_offset_days, retention_days, poll_interval_seconds,"
+                    " status_map, alma_iso18626_allow_without_code, created_at, updated_at)"
+                    " VALUES ('OLD', 'Old', true, 'X', 1, 1, 1, 1, '{}', false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(empty_database, "0005")
+        with engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT worldshare_billing_address, worldshare_lenders,"
+                    " worldshare_refresh_token_encrypted FROM institution"
+                )
+            ).one()
+        assert tuple(row) == (None, None, None)
+        downgrade(empty_database, "0004")
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT code FROM institution")).scalar_one() == "OLD"
+            columns = {c["name"] for c in inspect(connection).get_columns("institution")}
+        assert not {c for c in columns if c.startswith("worldshare_billing")}
+    finally:
+        engine.dispose()

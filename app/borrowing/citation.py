@@ -40,6 +40,11 @@ class Citation(StrictInput):
         default=None, max_length=32, description="BK (book) or CR (article), Alma's codes"
     )
     last_interest_date: date | None = None
+    copyright_compliance: str | None = Field(
+        default=None,
+        max_length=64,
+        description="ISO 18626 serviceInfo/copyrightCompliance (e.g. US:CCG), for a copy",
+    )
 
     @property
     def is_article(self) -> bool:

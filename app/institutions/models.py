@@ -48,6 +48,27 @@ class Institution(SQLModel, table=True):
     worldshare_key_encrypted: str | None = Field(default=None)
     worldshare_secret_encrypted: str | None = Field(default=None)
     worldshare_institution_id: str | None = Field(default=None, max_length=64)
+    # The library's side of a create, in OCLC's field names (never a patron's address).
+    worldshare_billing_address: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    worldshare_delivery_address: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    worldshare_delivery_email: str | None = Field(default=None, max_length=254)
+    worldshare_lenders: list[int] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    worldshare_max_cost: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    worldshare_billing_types: list[str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    worldshare_refresh_token_encrypted: str | None = Field(default=None)
+    worldshare_refresh_token_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime)
+    )
 
     cancel_reason: str = Field(default="NOT_SUPPLIED_BY_PARTNER", max_length=64)
     stale_after_days: int = Field(default=60)

@@ -15,6 +15,14 @@ from pydantic import (
 )
 
 from app.borrowing.states import LenderOutcome
+from app.institutions.worldshare_settings import (
+    BillingTypes,
+    DeliveryEmail,
+    Lenders,
+    MaximumCost,
+    WorldShareAddress,
+    no_repeats,
+)
 from app.validation import StrictInput
 
 URL_MAX_CHARS = 500
@@ -82,6 +90,25 @@ class WorldShareSettingsIn(StrictInput):
     key: Secret | None = None
     secret: Secret | None = None
     institution_id: Annotated[str, Field(pattern=r"^[0-9]{1,12}$")] | None = None
+    refresh_token: Secret | None = Field(
+        default=None,
+        description="A staff user's refresh token: tokens are then got with the refresh-token "
+        "grant (OCLC's rotations are kept), else with client credentials; null removes it",
+    )
+    billing_address: WorldShareAddress | None = Field(
+        default=None, description="The library's billing address; OCLC requires address1"
+    )
+    delivery_address: WorldShareAddress | None = Field(
+        default=None, description="The library's delivery address"
+    )
+    delivery_email: DeliveryEmail | None = None
+    lenders: Lenders | None = None
+    max_cost: MaximumCost | None = None
+    billing_types: BillingTypes | None = Field(
+        default=None, description="OCLC's requesterBilling.billingTypes"
+    )
+
+    _lenders_once = field_validator("lenders")(no_repeats)
 
 
 class PolicyIn(StrictInput):
@@ -147,6 +174,18 @@ class WorldShareSettingsOut(BaseModel):
     key_set: bool
     secret_set: bool
     institution_id: str | None
+    refresh_token_set: bool = Field(description="Tokens come from the refresh-token grant")
+    refresh_token_expires_at: datetime | None = Field(
+        description="When OCLC said the stored refresh token lapses unless used"
+    )
+    billing_address: WorldShareAddress | None
+    delivery_address: WorldShareAddress | None
+    delivery_email: str | None
+    lenders: list[int]
+    max_cost: MaximumCost | None
+    billing_types: list[str]
+    complete: bool = Field(description="Requests can be exported with these settings")
+    missing: list[str] = Field(description="What an export needs and is not set")
 
 
 class PolicyOut(BaseModel):

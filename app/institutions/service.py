@@ -46,6 +46,7 @@ from app.institutions.secrets import (
     new_api_token,
     rotate_stored_secrets,
 )
+from app.institutions.worldshare_settings import worldshare_missing
 from app.outbound_hosts import host_allowed, refusal
 from app.timeutil import utcnow
 
@@ -331,6 +332,18 @@ def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSe
         institution.worldshare_key_encrypted = box.encrypt(ws.key.get_secret_value())
     if ws.secret is not None:
         institution.worldshare_secret_encrypted = box.encrypt(ws.secret.get_secret_value())
+    if "refresh_token" in given:
+        token = ws.refresh_token.get_secret_value() if ws.refresh_token else None
+        institution.worldshare_refresh_token_encrypted = box.encrypt(token) if token else None
+        institution.worldshare_refresh_token_expires_at = None
+    for name in ("billing_address", "delivery_address", "max_cost"):
+        if name in given:
+            value = getattr(ws, name)
+            stored = value.model_dump(mode="json", exclude_none=True) if value else None
+            setattr(institution, f"worldshare_{name}", stored)
+    for name in ("delivery_email", "lenders", "billing_types"):
+        if name in given:
+            setattr(institution, f"worldshare_{name}", getattr(ws, name) or None)
 
 
 def _apply_policy(institution: Institution, policy: PolicyIn) -> None:
@@ -382,6 +395,16 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             key_set=institution.worldshare_key_encrypted is not None,
             secret_set=institution.worldshare_secret_encrypted is not None,
             institution_id=institution.worldshare_institution_id,
+            refresh_token_set=institution.worldshare_refresh_token_encrypted is not None,
+            refresh_token_expires_at=institution.worldshare_refresh_token_expires_at,
+            billing_address=institution.worldshare_billing_address,
+            delivery_address=institution.worldshare_delivery_address,
+            delivery_email=institution.worldshare_delivery_email,
+            lenders=institution.worldshare_lenders or [],
+            max_cost=institution.worldshare_max_cost,
+            billing_types=institution.worldshare_billing_types or [],
+            complete=not worldshare_missing(institution),
+            missing=worldshare_missing(institution),
         ),
         policy=PolicyOut(
             cancel_reason=institution.cancel_reason,

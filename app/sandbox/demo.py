@@ -60,6 +60,13 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                             "key": "sandbox-wskey",
                             "secret": "sandbox-secret",
                             "institution_id": "128807",
+                            "billing_address": {
+                                "attention": "Interlibrary Loan",
+                                "address1": "1 Demo Library Walk",
+                                "locality": "Springfield",
+                                "country": "US",
+                            },
+                            "delivery_email": "ill@demo-library.example.org",
                         },
                         "policy": {"poll_interval_seconds": 5},
                     }

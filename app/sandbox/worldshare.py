@@ -2,6 +2,9 @@
 
 Mounted at a sandbox root, the service uses `<root>/oauth/token` as token URL and
 `<root>/ILL` as base URL. Answers follow the shapes in `reference/oclc-worldshare-ill/`.
+The token endpoint grants client credentials and, for a staff user's refresh token
+(`POST /_sandbox/refresh-tokens` plays the user signing in), the refresh-token grant: each
+refresh answers a new refresh token, and the one used is refused from then on.
 Control endpoints under `/_sandbox` play the lender and inject faults. All state belongs to
 one app instance.
 """
@@ -12,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import secrets
 import time
 import uuid
@@ -29,6 +33,12 @@ from pydantic import BaseModel, Field
 
 EXPIRES_AT_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 VALIDATION_MESSAGE = "There was an error processing your request. Please check the error detail."
+# OCLC's failure codes (reference/oclc-worldshare-ill/failureCodes.txt) this sandbox answers.
+MISSING, INVALID, OUT_OF_BOUNDS, INVALID_DATA = 30000, 30001, 30002, 30007
+MAX_LENDERS = 15
+CURRENCY = re.compile(r"[A-Z]{3}")
+# OCLC's date-time: `2019-08-15T00:00:00.000+0000` (its sample request writes `-00:00`).
+OCLC_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?(Z|[+-]\d{2}:?\d{2})")
 # What WorldShare reports for a request that is with its lenders and not yet answered.
 AWAITING_LENDER = "PRODUCED"
 SHIPPED = "IN_TRANSIT"
@@ -39,6 +49,9 @@ class WorldShareSandboxSettings:
     clients: Mapping[str, str] | None = None
     """WSKey → secret; None accepts any non-empty key and secret."""
     token_lifetime_s: int = 3599
+    refresh_token_lifetime_s: int = 604799
+    refresh_tokens: Mapping[str, str] | None = None
+    """Refresh tokens staff users obtained beforehand → the WSKey each was issued to."""
     context_institution_id: str = "128807"
     loan_period_days: int = 28
     first_request_id: int = 167513532
@@ -64,6 +77,8 @@ class FaultsUpdate(BaseModel):
     fail_next: list[FailNext] = []
     validation_error: ValidationFault | None = None
     expire_tokens: bool = False
+    misdirect_reads: bool | None = None
+    """Reads answer with another request's id (a mixed-up proxy or cache) until cleared."""
 
 
 class ShipOrder(BaseModel):
@@ -79,11 +94,18 @@ class RawStatus(BaseModel):
     status: str = Field(min_length=1)
 
 
+class StaffEdit(BaseModel):
+    """What WorldShare staff may change on a request by hand."""
+
+    reference_id: str = Field(min_length=1, max_length=128)
+
+
 @dataclass
 class _Faults:
     latency_ms: int = 0
     fail_next: list[FailNext] = field(default_factory=list)
     validation_error: ValidationFault | None = None
+    misdirect_reads: bool = False
 
 
 @dataclass
@@ -91,6 +113,17 @@ class _AccessToken:
     wskey: str
     expires_at: float
     revoked: bool = False
+
+
+@dataclass
+class _RefreshToken:
+    wskey: str
+    expires_at: float
+    used: bool = False
+
+
+class StaffSignIn(BaseModel):
+    wskey: str = Field(min_length=1)
 
 
 @dataclass
@@ -129,6 +162,10 @@ class _SandboxState:
     def __init__(self, settings: WorldShareSandboxSettings) -> None:
         self.settings = settings
         self.tokens: dict[str, _AccessToken] = {}
+        self.refresh_tokens: dict[str, _RefreshToken] = {
+            token: _RefreshToken(wskey, time.time() + settings.refresh_token_lifetime_s)
+            for token, wskey in (settings.refresh_tokens or {}).items()
+        }
         self.requests: dict[int, _LenderRequest] = {}
         self.next_request_id = settings.first_request_id
         self.faults = _Faults()
@@ -210,11 +247,22 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
         if not _client_accepted(state.settings.clients, wskey, secret):
             return _token_error(401, f"WSKey '{wskey}' is invalid")
         form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        if form.get("grant_type") == ["refresh_token"]:
+            used = state.refresh_tokens.get(form.get("refresh_token", [""])[0])
+            if used is None or used.used or used.wskey != wskey or time.time() >= used.expires_at:
+                return _token_error(401, "Refresh token is invalid or expired")
+            used.used = True
+            return JSONResponse(_issue_access_token(state, wskey, with_refresh_token=True))
         if form.get("grant_type") != ["client_credentials"]:
             return _token_error(400, "Unsupported grant_type")
         if not form.get("scope", [""])[0].strip():
             return _token_error(400, "Missing scope")
-        return JSONResponse(_issue_access_token(state, wskey))
+        return JSONResponse(_issue_access_token(state, wskey, with_refresh_token=False))
+
+    @app.post("/_sandbox/refresh-tokens")
+    async def staff_sign_in(sign_in: StaffSignIn) -> JSONResponse:
+        """A staff user signed in (OCLC's authorization-code flow): their tokens."""
+        return JSONResponse(_issue_access_token(state, sign_in.wskey, with_refresh_token=True))
 
     @app.post("/ILL/request/data")
     async def create_request(request: Request) -> JSONResponse:
@@ -249,7 +297,10 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             return _http_error(404, "Request not found")
         state.advance_auto_lender(lender_request)
         state.stats["reads"] += 1
-        return _envelope(lender_request.view())
+        view = lender_request.view()
+        if state.faults.misdirect_reads:
+            view["requestId"] = lender_request.request_id + 1_000_000
+        return _envelope(view)
 
     @app.post("/_sandbox/requests/{request_id}/ship")
     async def ship(request_id: str, order: ShipOrder | None = None) -> JSONResponse:
@@ -302,6 +353,14 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             state, request_id, None, lambda found: state.set_status(found, raw.status)
         )
 
+    @app.post("/_sandbox/requests/{request_id}/edit")
+    async def staff_edit(request_id: str, edit: StaffEdit) -> JSONResponse:
+        def change(found: _LenderRequest) -> None:
+            found.document["referenceId"] = edit.reference_id
+            found.edited = datetime.now(UTC)
+
+        return _lender_acts(state, request_id, None, change)
+
     @app.post("/_sandbox/faults")
     async def set_faults(update: FaultsUpdate) -> dict[str, Any]:
         if update.latency_ms is not None:
@@ -309,6 +368,8 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
         state.faults.fail_next.extend(update.fail_next)
         if update.validation_error is not None:
             state.faults.validation_error = update.validation_error
+        if update.misdirect_reads is not None:
+            state.faults.misdirect_reads = update.misdirect_reads
         if update.expire_tokens:
             for access in state.tokens.values():
                 access.revoked = True
@@ -342,7 +403,13 @@ async def _request_api_gate(state: _SandboxState, request: Request) -> JSONRespo
 
 
 def _validated(raw_body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The inbound illRequest and OCLC-style failures (code + field) for what is wrong."""
+    """The inbound illRequest and OCLC-style failures (code + field) for what is wrong.
+
+    OCLC's checks as its samples show them: required fields Missing (30000), ids that are not
+    integers and values of the wrong kind Invalid (30001), a lender string over 15 OutOfBounds
+    (30002). A `patron` block is refused (30007): OCLC would keep it, the bridge must never
+    send one, and this sandbox exists to catch that.
+    """
     try:
         envelope = json.loads(raw_body)
     except ValueError:
@@ -351,27 +418,76 @@ def _validated(raw_body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(ill_request, dict):
         return {}, [{"failureCode": 30000, "fieldName": "illRequest"}]
     failures: list[dict[str, Any]] = []
-    item = ill_request.get("item")
-    title = item.get("title") if isinstance(item, dict) else None
-    if not isinstance(title, str) or not title.strip():
-        failures.append({"failureCode": 30000, "fieldName": "item.title"})
-    requester = ill_request.get("requester")
-    requester = requester if isinstance(requester, dict) else {}
-    institution = requester.get("institution")
-    institution_id = institution.get("institutionId") if isinstance(institution, dict) else None
+
+    def fail(code: int, field_name: str) -> None:
+        failures.append({"failureCode": code, "fieldName": field_name})
+
+    if ill_request.get("patron") is not None:
+        fail(INVALID_DATA, "patron")
+    item = _object(ill_request.get("item"))
+    if not _text_given(item.get("title")):
+        fail(MISSING, "item.title")
+    if item.get("oclcNumber") is not None and not _integer(item["oclcNumber"]):
+        fail(INVALID, "item.oclcNumber")
+    requester = _object(ill_request.get("requester"))
+    institution_id = _object(requester.get("institution")).get("institutionId")
     if institution_id is None or institution_id == "":
-        failures.append({"failureCode": 30000, "fieldName": "requester.institution.institutionId"})
-    elif not isinstance(institution_id, int) or isinstance(institution_id, bool):
-        failures.append({"failureCode": 30001, "fieldName": "requester.institution.institutionId"})
+        fail(MISSING, "requester.institution.institutionId")
+    elif not _integer(institution_id):
+        fail(INVALID, "requester.institution.institutionId")
     service_type = requester.get("serviceType")
     if service_type is None:
-        failures.append({"failureCode": 30000, "fieldName": "requester.serviceType"})
+        fail(MISSING, "requester.serviceType")
     elif service_type not in ("COPY", "LOAN"):
-        failures.append({"failureCode": 30001, "fieldName": "requester.serviceType"})
+        fail(INVALID, "requester.serviceType")
+    lenders = _object(requester.get("supplierInfo")).get("institutions")
+    if lenders is not None:
+        if not isinstance(lenders, list):
+            fail(INVALID, "requester.supplierInfo.institutions")
+        elif len(lenders) > MAX_LENDERS:
+            fail(OUT_OF_BOUNDS, "requester.supplierInfo.institutions")
+        else:
+            for index, lender in enumerate(lenders):
+                if not _integer(_object(lender).get("institutionId")):
+                    fail(INVALID, f"requester.supplierInfo.institutions[{index}].institutionId")
+    billing = _object(requester.get("requesterBilling"))
+    billing_address = _object(billing.get("address"))
+    if not _text_given(billing_address.get("address1")):
+        fail(MISSING, "requester.requesterBilling.address.address1")
+    for path, address in (
+        ("requester.requesterBilling.address", billing_address),
+        (
+            "requester.requesterDelivery.address",
+            _object(requester.get("requesterDelivery")).get("address"),
+        ),
+    ):
+        for name, value in _object(address).items():
+            if value is not None and not isinstance(value, str):
+                fail(INVALID, f"{path}.{name}")
+    maximum_cost = billing.get("maximumCost")
+    if maximum_cost is not None:
+        cost = _object(maximum_cost)
+        amount = cost.get("amount")
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
+            fail(INVALID, "requester.requesterBilling.maximumCost.amount")
+        if not isinstance(cost.get("currency"), str) or not CURRENCY.fullmatch(cost["currency"]):
+            fail(INVALID, "requester.requesterBilling.maximumCost.currency")
     needed = ill_request.get("needed")
     if needed is not None and _parse_oclc_date(needed) is None:
-        failures.append({"failureCode": 30001, "fieldName": "needed"})
+        fail(INVALID, "needed")
     return ill_request, failures
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text_given(value: object) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _stored_document(ill_request: dict[str, Any]) -> dict[str, Any]:
@@ -385,15 +501,16 @@ def _stored_document(ill_request: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _issue_access_token(state: _SandboxState, wskey: str) -> dict[str, str]:
+def _issue_access_token(
+    state: _SandboxState, wskey: str, *, with_refresh_token: bool
+) -> dict[str, str]:
+    """OCLC's token answer (`access_token.json`); a refresh token only in a user context."""
     lifetime = state.settings.token_lifetime_s
     token = "tk_" + secrets.token_urlsafe(24)
     expires_at = time.time() + lifetime
     state.tokens[token] = _AccessToken(wskey=wskey, expires_at=expires_at)
     institution = state.settings.context_institution_id
-    now = datetime.now(UTC)
-    refresh_lifetime = 604799
-    return {
+    answer = {
         "access_token": token,
         "token_type": "bearer",
         "expires_in": str(lifetime),
@@ -401,9 +518,17 @@ def _issue_access_token(state: _SandboxState, wskey: str) -> dict[str, str]:
         "principalIDNS": f"urn:oclc:platform:{institution}",
         "contextInstitutionId": institution,
         "expires_at": datetime.fromtimestamp(expires_at, UTC).strftime(EXPIRES_AT_FORMAT),
-        "refresh_token": "rt_" + secrets.token_urlsafe(24),
+    }
+    if not with_refresh_token:
+        return answer
+    refresh_lifetime = state.settings.refresh_token_lifetime_s
+    refresh_token = "rt_" + secrets.token_urlsafe(24)
+    refresh_expires_at = time.time() + refresh_lifetime
+    state.refresh_tokens[refresh_token] = _RefreshToken(wskey, refresh_expires_at)
+    return answer | {
+        "refresh_token": refresh_token,
         "refresh_token_expires_in": str(refresh_lifetime),
-        "refresh_token_expires_at": (now + timedelta(seconds=refresh_lifetime)).strftime(
+        "refresh_token_expires_at": datetime.fromtimestamp(refresh_expires_at, UTC).strftime(
             EXPIRES_AT_FORMAT
         ),
     }
@@ -457,6 +582,7 @@ def _faults_view(faults: _Faults) -> dict[str, Any]:
         "validation_error": (
             faults.validation_error.model_dump() if faults.validation_error else None
         ),
+        "misdirect_reads": faults.misdirect_reads,
     }
 
 
@@ -494,7 +620,7 @@ def _oclc_date(day: date) -> str:
 
 
 def _parse_oclc_date(value: object) -> date | None:
-    if not isinstance(value, str) or len(value) < 10:
+    if not isinstance(value, str) or not OCLC_DATE_TIME.fullmatch(value):
         return None
     try:
         return date.fromisoformat(value[:10])

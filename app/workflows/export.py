@@ -30,11 +30,14 @@ from app.upstream import TransientUpstreamError, UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import EXPORT_TO_WORLDSHARE
 from app.workflows.transitions import advance
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 
 SOURCE = "worker"
 UNKNOWN_CREATE = "the WorldShare create may have succeeded; look for reference"
+# A dead export is flagged "<EXPORT> failed: <why>" (incomplete settings, a refusal by OCLC).
+EXPORT = "Export to WorldShare"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPla
         _flag_unknown_create(session, request, why="an earlier attempt ended without an answer")
         return None
     try:
-        config = worldshare_config(institution, box)
+        # Checked before the attempt is marked: an incomplete institution sends nothing.
+        config = worldshare_config(institution, box, to_export=True)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
     return ExportPlan(
@@ -181,7 +185,7 @@ def _link(
         source,
         detail={"worldshare_request_id": worldshare_request_id},
     )
-    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+    if (request.attention_reason or "").startswith((UNKNOWN_CREATE, f"{EXPORT} failed")):
         service.clear_flag(session, request, source=source, why="the WorldShare id is known")
 
 
@@ -214,7 +218,7 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
     if plan is None:
         # A create recorded by a worker that lost its lease may not have marked it exported.
         return lambda session: complete_export(session, job)
-    client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
+    client = worldshare_client(ctx, plan.config)
     await client.authorise()
     if not await ctx.write(lambda session: mark_attempt(session, job)):
         return lambda session: complete_export(session, job)
@@ -223,7 +227,7 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
     except UpstreamError as exc:
         if _nothing_created(exc):
             await ctx.write(lambda session: forget_attempt(session, job))
-            raise
+            raise await second_look(ctx, plan.config, exc) from None
         lost = exc.message
         await ctx.write(lambda session: answer_lost(session, job, lost))
         return None

@@ -31,13 +31,15 @@ from app.jobs.queue import ClaimedJob, enqueue
 from app.jobs.registry import Finish, PermanentJobError
 from app.runtime import Runtime
 from app.timeutil import utcnow
+from app.upstream import UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import POLL_WORLDSHARE
 from app.workflows.transitions import advance, answer_renewal
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 from app.worldshare.network import LenderStatus
-from app.worldshare.status import lender_outcome
+from app.worldshare.status import answer_mismatch, lender_outcome
 
 DISPATCH_BATCH = 500
 SOURCE = "worldshare"
@@ -96,10 +98,16 @@ def plan_poll(session: Session, job: ClaimedJob, ctx: Runtime) -> PollPlan | Non
     return PollPlan(config=config, worldshare_request_id=request.worldshare_request_id)
 
 
-def apply_lender_status(session: Session, job: ClaimedJob, lender: LenderStatus) -> None:
+def apply_lender_status(
+    session: Session, job: ClaimedJob, lender: LenderStatus, *, asked: str
+) -> None:
     """Bring the request in line with what the lender's side says: read, decide, apply."""
     request, institution = load_request(session, job)
-    if request.state in TERMINAL_STATES:
+    if request.state in TERMINAL_STATES or request.worldshare_request_id != asked:
+        return
+    mismatch = answer_mismatch(lender, asked=asked, alma_request_id=request.alma_request_id)
+    if mismatch is not None:
+        _refuse_answer(session, request, asked, mismatch)
         return
     outcome = lender_outcome(lender, institution.status_map)
     renewed_to = lender.renewal.new_due_date if lender.renewal else None
@@ -138,6 +146,22 @@ def apply_lender_status(session: Session, job: ClaimedJob, lender: LenderStatus)
                 )
 
 
+def _refuse_answer(session: Session, request: BorrowingRequest, asked: str, mismatch: str) -> None:
+    """Apply nothing from an answer about another request; flag it once, polling goes on."""
+    reason = f"WorldShare poll answer not applied: {mismatch}"
+    if request.attention_reason == reason:
+        return
+    service.record_event(
+        session,
+        request,
+        "lender_answer_mismatch",
+        SOURCE,
+        applied=False,
+        detail={"worldshare_request_id": asked, "mismatch": mismatch.partition(" ")[0]},
+    )
+    service.flag(session, request, reason, source=SOURCE)
+
+
 def _iso(value: date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -146,6 +170,9 @@ async def poll_request(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Fini
     plan = await ctx.read(lambda session: plan_poll(session, job, ctx))
     if plan is None:
         return None
-    client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
-    lender = await client.get_request(plan.worldshare_request_id)
-    return lambda session: apply_lender_status(session, job, lender)
+    asked = plan.worldshare_request_id
+    try:
+        lender = await worldshare_client(ctx, plan.config).get_request(asked)
+    except UpstreamError as exc:
+        raise await second_look(ctx, plan.config, exc) from None
+    return lambda session: apply_lender_status(session, job, lender, asked=asked)

@@ -20,7 +20,7 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
     registry.add(
         kinds.EXPORT_TO_WORLDSHARE,
         export.export_citation,
-        on_dead=flag_on_dead("Export to WorldShare"),
+        on_dead=flag_on_dead(export.EXPORT),
     )
     registry.add(
         kinds.POLL_WORLDSHARE,

@@ -7,8 +7,10 @@ bridge; nothing about the patron does. Failures are classified by `app.upstream`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +18,7 @@ import httpx
 
 from app.borrowing.citation import Citation
 from app.upstream import UpstreamError, call, status_failure
-from app.worldshare.auth import ClientCredentials, TokenCache
+from app.worldshare.auth import ClientCredentials, OnRotated, TokenCache
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 UPSTREAM = "WorldShare"
@@ -41,6 +43,23 @@ _FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]]{1,120}")
 _OCLC_NUMBER = re.compile(r"(?:\(OCoLC\))?\s*(?:ocm|ocn|on)?0*(\d{1,15})", re.IGNORECASE)
 
 
+# OCLC's `Address` properties, in the order of its swagger.
+ADDRESS_FIELDS = ("attention", "address1", "address2", "locality", "region", "country", "postal")
+
+
+@dataclass(frozen=True)
+class Requester:
+    """The library asking: its registry id, addresses and billing terms. Never the patron."""
+
+    institution_id: str
+    billing_address: Mapping[str, str] | None = None
+    delivery_address: Mapping[str, str] | None = None
+    delivery_email: str | None = None
+    lenders: tuple[int, ...] = ()
+    max_cost: Mapping[str, str] | None = None
+    billing_types: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class WorldShareConfig:
     institution_code: str
@@ -49,7 +68,8 @@ class WorldShareConfig:
     scope: str
     key: str = field(repr=False)
     secret: str = field(repr=False)
-    institution_id: str
+    requester: Requester
+    refresh_token: str | None = field(default=None, repr=False)
 
     @property
     def credentials(self) -> ClientCredentials:
@@ -59,10 +79,13 @@ class WorldShareConfig:
             scope=self.scope,
             key=self.key,
             secret=self.secret,
+            refresh_token=self.refresh_token,
         )
 
 
-def build_ill_request(citation: Citation, *, institution_id: str, reference: str) -> dict[str, Any]:
+def build_ill_request(
+    citation: Citation, requester: Requester, *, reference: str
+) -> dict[str, Any]:
     """The `illRequest` envelope for a citation; every field sent is named here, no patron."""
     service_type = "COPY" if citation.is_article else "LOAN"
     item: dict[str, Any] = {}
@@ -94,37 +117,74 @@ def build_ill_request(citation: Citation, *, institution_id: str, reference: str
         "requestStatus": "SUBMITTING",
         # Shown to ILL staff as the Reference ID; the opaque Alma request id, nothing personal.
         "referenceId": reference,
-        "requester": {
-            "institution": {"institutionId": _institution_id(institution_id)},
-            "serviceType": service_type,
-        },
-        "item": {name: value for name, value in item.items() if value is not None},
+        "requester": _requester(requester, service_type)
+        # The copyright declaration Alma made for a copy; a loan needs none.
+        | _present(copyrightType=citation.copyright_compliance if service_type == "COPY" else None),
+        "item": _present(**item),
     }
     if citation.last_interest_date is not None:
-        ill_request["needed"] = _oclc_datetime(citation.last_interest_date)
+        ill_request["needed"] = oclc_needed(citation.last_interest_date)
     return {"illRequest": ill_request}
+
+
+def _requester(requester: Requester, service_type: str) -> dict[str, Any]:
+    """OCLC's `requester` as its own sample sends it: the library's addresses and lenders."""
+    max_cost = requester.max_cost
+    billing = _present(
+        billingTypes=list(requester.billing_types) or None,
+        address=_address(requester.billing_address),
+        maximumCost=(
+            {"amount": float(Decimal(max_cost["amount"])), "currency": max_cost["currency"]}
+            if max_cost
+            else None
+        ),
+    )
+    delivery = _present(
+        address=_address(requester.delivery_address), email=requester.delivery_email
+    )
+    lenders = [{"institutionId": lender} for lender in requester.lenders]
+    return _present(
+        institution={"institutionId": _institution_id(requester.institution_id)},
+        serviceType=service_type,
+        supplierInfo={"institutions": lenders} if lenders else None,
+        requesterDelivery=delivery or None,
+        requesterBilling=billing or None,
+    )
+
+
+def _address(address: Mapping[str, str] | None) -> dict[str, str] | None:
+    # An allow-list of OCLC's names: whatever else a stored address held stays home.
+    return _present(**{name: (address or {}).get(name) for name in ADDRESS_FIELDS}) or None
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 class WorldShareClient:
     def __init__(
-        self, http: httpx.AsyncClient, tokens: TokenCache, config: WorldShareConfig
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenCache,
+        config: WorldShareConfig,
+        *,
+        on_refresh_token_rotated: OnRotated | None = None,
     ) -> None:
         self._http = http
         self._tokens = tokens
         self._config = config
         self._credentials = config.credentials
+        self._on_rotated = on_refresh_token_rotated
 
     def __repr__(self) -> str:
         return f"WorldShareClient(institution_code={self._config.institution_code!r})"
 
     async def authorise(self) -> None:
         """Have a token at hand, so a later call's failure is the call's own, not the token's."""
-        await self._tokens.token(self._http, self._credentials)
+        await self._tokens.token(self._http, self._credentials, on_rotated=self._on_rotated)
 
     async def create_request(self, citation: Citation, *, reference: str) -> str:
-        body = build_ill_request(
-            citation, institution_id=self._config.institution_id, reference=reference
-        )
+        body = build_ill_request(citation, self._config.requester, reference=reference)
         response = await self._call("POST", "/request/data", json=body)
         request_id = _ill_request(response).get("requestId")
         if request_id is None or isinstance(request_id, bool):
@@ -142,7 +202,7 @@ class WorldShareClient:
         # public swagger has no read response, so dueDate, renewals, renewalStatus and
         # newDueDate follow the Due Date / Renewals / New Due Date fields OCLC shows staff.
         return LenderStatus(
-            request_id=str(ill_request.get("requestId", worldshare_request_id)),
+            request_id=_text(ill_request.get("requestId")),
             status=status,
             due_date=_date(ill_request.get("dueDate")),
             renewal=_renewal(ill_request),
@@ -164,7 +224,7 @@ class WorldShareClient:
     async def _send(
         self, method: str, path: str, json: dict[str, Any] | None
     ) -> tuple[str, httpx.Response]:
-        token = await self._tokens.token(self._http, self._credentials)
+        token = await self._tokens.token(self._http, self._credentials, on_rotated=self._on_rotated)
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         url = self._config.base_url.rstrip("/") + path
         response = await call(self._http, UPSTREAM, method, url, json=json, headers=headers)
@@ -235,8 +295,10 @@ def _text(value: object) -> str | None:
     return str(value) if isinstance(value, str | int) and value != "" else None
 
 
-def _oclc_datetime(day: date) -> str:
-    return f"{day.isoformat()}T00:00:00.000+0000"
+def oclc_needed(day: date) -> str:
+    """A need-before date as OCLC's date-time at noon UTC: midnight UTC is the evening before
+    in the Americas, as staff there would see it (the bridge sends Alma due dates at noon too)."""
+    return f"{day.isoformat()}T12:00:00.000+0000"
 
 
 def _oclc_number(value: str | None) -> int | None:

@@ -22,7 +22,7 @@ class RenewalInfo:
 class LenderStatus:
     """What the lending network says about one borrowing request, as read by polling."""
 
-    request_id: str
+    request_id: str | None
     status: str
     due_date: date | None
     renewal: RenewalInfo | None

@@ -55,6 +55,8 @@ _RENEWAL_ANSWERS: dict[str, LenderOutcome] = {
 }
 
 _SEPARATORS = re.compile(r"[^A-Z0-9]+")
+# WorldShare request ids are integers; only such a value read back is repeated in a flag.
+_SHOWABLE_ID = re.compile(r"[0-9]{1,20}")
 
 
 def normalise_status(status: str) -> str:
@@ -89,6 +91,33 @@ def lender_outcome(
     if renewal.status is None and renewal.renewals > 0 and renewal.new_due_date is not None:
         return LenderOutcome.renewal_approved
     return outcome
+
+
+def answer_mismatch(current: LenderStatus, *, asked: str, alma_request_id: str) -> str | None:
+    """Why a poll's answer is not about the request polled, or None when it is.
+
+    Only ids known to be ours are named: a referenceId read back is free text WorldShare staff
+    can edit, so it is never repeated.
+    """
+    polled = f"the poll of WorldShare request {asked} was answered"
+    read = current.request_id
+    if read is None:
+        return f"requestId mismatch: {polled} without a requestId"
+    if not _same_id(read, asked):
+        shown = f"request {read}" if _SHOWABLE_ID.fullmatch(read) else "another requestId"
+        return f"requestId mismatch: {polled} for {shown}"
+    if current.reference is not None and current.reference != alma_request_id:
+        return (
+            f"referenceId mismatch: WorldShare request {asked} does not carry this request's "
+            f"Alma id {alma_request_id} as its referenceId"
+        )
+    return None
+
+
+def _same_id(read: str, asked: str) -> bool:
+    if _SHOWABLE_ID.fullmatch(read) and _SHOWABLE_ID.fullmatch(asked):
+        return int(read) == int(asked)
+    return read == asked
 
 
 def _outcome_named(name: str) -> LenderOutcome:

@@ -92,6 +92,16 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "key_set": True,
         "secret_set": True,
         "institution_id": "128807",
+        "refresh_token_set": False,
+        "refresh_token_expires_at": None,
+        "billing_address": None,
+        "delivery_address": None,
+        "delivery_email": None,
+        "lenders": [],
+        "max_cost": None,
+        "billing_types": [],
+        "complete": False,
+        "missing": ["worldshare.billing_address"],
     }
     assert body["policy"] == {**FULL["policy"], "status_map": {"LOST": "closed"}}
 

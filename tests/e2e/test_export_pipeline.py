@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
+from sqlalchemy import text
+
+from app.institutions.secrets import load_secret_box
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob
 from app.observability import Metrics
 from app.runtime import open_runtime
+from app.sandbox.worldshare import WorldShareSandboxSettings
 from app.workflows.export import export_citation
 from tests.support.bridge import System, running_system, wait_for
 
@@ -34,6 +40,11 @@ def worldshare(system: System, path: str, method: str = "GET", **body: Any) -> A
     response = system.http.request(method, f"{system.worldshare_url}{path}", json=body or None)
     response.raise_for_status()
     return response.json() if response.content else None
+
+
+def creates_sent(system: System) -> list[dict[str, Any]]:
+    calls = worldshare(system, "/_sandbox/calls")
+    return [json.loads(c["body"]) for c in calls if c["url"].endswith("/ILL/request/data")]
 
 
 def test_hundred_concurrent_exports_share_one_token(fast_settings, engine):
@@ -120,6 +131,44 @@ def test_validation_error_is_dead_and_flagged(fast_settings, engine):
         wait_for(lambda: state_of(system, created["id"]) == "exported")
 
 
+def test_an_institution_without_a_billing_address_exports_nothing(fast_settings, engine):
+    with running_system(fast_settings, engine, library={"billing_address": None}) as system:
+        created = register(system, "NOBILL-1")
+        flagged = wait_for(
+            lambda: (r := system.request(created["id"]))["needs_attention"] and r, timeout=20
+        )
+        assert flagged["state"] == "received"
+        assert (
+            "WorldShare configuration incomplete: worldshare.billing_address"
+            in flagged["attention_reason"]
+        )
+        assert worldshare(system, "/_sandbox/stats")["creates"] == 0
+        assert not creates_sent(system)
+        with engine.connect() as connection:
+            attempted = connection.execute(
+                text("SELECT export_attempted_at FROM borrowing_request")
+            ).scalar_one()
+        assert attempted is None  # no attempt mark: nothing can have been created
+        shown = system.api("GET", "/api/v1/institutions/UNIV").json()["worldshare"]
+        assert (shown["complete"], shown["missing"]) == (False, ["worldshare.billing_address"])
+
+        # Once the library's address is set, the dead export is replayed and carries it.
+        address = {"attention": "ILL Office", "address1": "1 University Ave"}
+        patched = system.api(
+            "PATCH", "/api/v1/institutions/UNIV", json={"worldshare": {"billing_address": address}}
+        )
+        assert patched.json()["worldshare"]["complete"] is True
+        dead = system.api("GET", "/api/v1/jobs", params={"status": "dead"}).json()["items"]
+        assert system.api("POST", f"/api/v1/jobs/{dead[0]['id']}/retry").status_code == 200
+        exported = wait_for(
+            lambda: (r := system.request(created["id"]))["state"] == "exported" and r
+        )
+        assert not exported["needs_attention"]
+        [create] = creates_sent(system)
+        sent = create["illRequest"]["requester"]["requesterBilling"]
+        assert sent["address"] == address
+
+
 def test_export_running_twice_creates_one_worldshare_request(fast_settings, engine):
     with running_system(fast_settings, engine) as system:
         created = register(system, "TWICE-1")
@@ -176,3 +225,89 @@ def test_status_map_override_from_the_institution_policy(fast_settings, engine):
         ws_id = system.request(created["id"])["worldshare_request_id"]
         worldshare(system, f"/_sandbox/requests/{ws_id}/status", "POST", status="Lost")
         wait_for(lambda: state_of(system, created["id"]) == "cancelled", timeout=20)
+
+
+def test_a_poll_answer_about_another_request_is_not_applied(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        created = register(system, "MIX-1")
+        ws_id = wait_for(lambda: (r := system.request(created["id"]))["state"] == "exported" and r)[
+            "worldshare_request_id"
+        ]
+        worldshare(system, "/_sandbox/faults", "POST", misdirect_reads=True)
+        worldshare(system, f"/_sandbox/requests/{ws_id}/ship", "POST", due_date="2027-05-20")
+
+        flagged = wait_for(lambda: (r := system.request(created["id"]))["needs_attention"] and r)
+        assert flagged["attention_reason"] == (
+            "WorldShare poll answer not applied: requestId mismatch: the poll of WorldShare "
+            f"request {ws_id} was answered for request {int(ws_id) + 1_000_000}"
+        )
+        reads = worldshare(system, "/_sandbox/stats")["reads"]
+        wait_for(lambda: worldshare(system, "/_sandbox/stats")["reads"] >= reads + 2, timeout=10)
+        record = system.request(created["id"])
+        assert (record["state"], record["lender_due_date"], record["lender_status"]) == (
+            "exported",
+            None,
+            None,
+        )
+        kinds = [e["kind"] for e in record["events"]]
+        assert (kinds.count("lender_answer_mismatch"), kinds.count("flagged")) == (1, 1)
+
+        worldshare(system, "/_sandbox/faults", "DELETE")
+        wait_for(lambda: state_of(system, created["id"]) == "shipped", timeout=20)
+
+
+def test_a_worldshare_request_carrying_another_reference_is_not_applied(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        created = register(system, "REF-1")
+        ws_id = wait_for(lambda: (r := system.request(created["id"]))["state"] == "exported" and r)[
+            "worldshare_request_id"
+        ]
+        # WorldShare staff typed something else into the Reference ID, a patron's name even.
+        worldshare(system, f"/_sandbox/requests/{ws_id}/edit", "POST", reference_id="Jane Roe")
+        worldshare(system, f"/_sandbox/requests/{ws_id}/ship", "POST")
+
+        flagged = wait_for(lambda: (r := system.request(created["id"]))["needs_attention"] and r)
+        assert flagged["state"] == "exported"
+        assert flagged["attention_reason"] == (
+            "WorldShare poll answer not applied: referenceId mismatch: WorldShare request "
+            f"{ws_id} does not carry this request's Alma id REF-1 as its referenceId"
+        )
+        assert "Jane Roe" not in system.api("GET", f"/api/v1/requests/{created['id']}").text
+
+
+def test_a_staff_users_refresh_token_is_used_and_its_rotations_kept(fast_settings, engine):
+    sandbox = WorldShareSandboxSettings(refresh_tokens={"rt_signed_in": "sandbox-key"})
+    library = {"refresh_token": "rt_signed_in"}
+    box = load_secret_box(fast_settings)
+
+    def stored_refresh_token() -> str:
+        with engine.connect() as connection:
+            encrypted = connection.execute(
+                text("SELECT worldshare_refresh_token_encrypted FROM institution")
+            ).scalar_one()
+        return box.decrypt(encrypted)
+
+    def refresh_tokens_sent() -> list[str]:
+        calls = worldshare(system, "/_sandbox/calls")
+        forms = [parse_qs(c["body"]) for c in calls if c["url"].endswith("/oauth/token")]
+        assert all(form["grant_type"] == ["refresh_token"] for form in forms)
+        return [form["refresh_token"][0] for form in forms]
+
+    with running_system(fast_settings, engine, worldshare=sandbox, library=library) as system:
+        first = register(system, "USER-1")
+        wait_for(lambda: state_of(system, first["id"]) == "exported")
+        rotated = stored_refresh_token()
+        assert refresh_tokens_sent() == ["rt_signed_in"]
+        assert rotated.startswith("rt_") and rotated != "rt_signed_in"
+        shown = system.api("GET", "/api/v1/institutions/UNIV")
+        assert shown.json()["worldshare"]["refresh_token_set"] is True
+        assert shown.json()["worldshare"]["refresh_token_expires_at"] is not None
+        assert rotated not in shown.text
+
+        # The access token expires: the next one is got with the rotated refresh token, since
+        # OCLC now refuses the first one.
+        worldshare(system, "/_sandbox/faults", "POST", expire_tokens=True)
+        second = register(system, "USER-2")
+        wait_for(lambda: state_of(system, second["id"]) == "exported")
+        assert refresh_tokens_sent() == ["rt_signed_in", rotated]
+        assert stored_refresh_token() not in ("rt_signed_in", rotated)

@@ -2,9 +2,12 @@
 
 import asyncio
 import base64
+import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,12 +17,15 @@ from app.borrowing.states import LenderOutcome
 from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 from app.worldshare.auth import TokenCache
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.worldshare.client import Requester, WorldShareClient, WorldShareConfig
 from app.worldshare.status import lender_outcome
 from tests.support.servers import run_asgi_in_thread
 
 pytestmark = pytest.mark.anyio
 
+OCLC_REFERENCE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "oclc-worldshare-ill"
+)
 BOOK = Citation(title="Outwitting Squirrels", isbn="978-1556523021", citation_type="BK")
 
 
@@ -53,7 +59,9 @@ def config_for(root: str, *, institution_id: str = "128807") -> WorldShareConfig
         scope="WorldShareILL",
         key="demo-wskey",
         secret="demo-secret",
-        institution_id=institution_id,
+        requester=Requester(
+            institution_id=institution_id, billing_address={"address1": "1 Library Walk"}
+        ),
     )
 
 
@@ -90,6 +98,40 @@ async def test_token_answer_has_oclc_shape(sandbox: str, http: httpx.AsyncClient
     expires_at = datetime.strptime(body["expires_at"], "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
     assert abs((expires_at - datetime.now(UTC)).total_seconds() - 3599) < 5
     assert {"access_token", "principalID", "principalIDNS", "contextInstitutionId"} <= set(body)
+
+
+async def test_the_refresh_grant_rotates_and_refuses_a_used_token(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    signed_in = (await http.post(f"{sandbox}/_sandbox/refresh-tokens", json={"wskey": "k"})).json()
+
+    async def refresh(refresh_token: str, key: str = "k") -> httpx.Response:
+        return await http.post(
+            f"{sandbox}/oauth/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            headers=basic(key, "s"),
+        )
+
+    refreshed = await refresh(signed_in["refresh_token"])
+    body = refreshed.json()
+    assert refreshed.status_code == 200
+    assert body["refresh_token"] not in ("", signed_in["refresh_token"])
+    assert {"access_token", "expires_at", "refresh_token_expires_at"} <= set(body)
+    assert (await refresh(signed_in["refresh_token"])).status_code == 401
+    assert (await refresh(body["refresh_token"], key="another-wskey")).status_code == 401
+    assert (await refresh(body["refresh_token"])).status_code == 200
+
+
+async def test_client_credentials_carry_no_refresh_token(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    response = await http.post(
+        f"{sandbox}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "WorldShareILL"},
+        headers=basic("k", "s"),
+    )
+
+    assert "refresh_token" not in response.json()
 
 
 @pytest.mark.parametrize(
@@ -220,18 +262,30 @@ async def test_missing_institution_is_rejected_like_oclc(
     assert "30000 Missing requester.institution.institutionId" in caught.value.message
 
 
-async def test_raw_validation_error_has_oclc_shape(sandbox: str, http: httpx.AsyncClient) -> None:
+async def bearer_token(http: httpx.AsyncClient, root: str) -> dict[str, str]:
     token = (
         await http.post(
-            f"{sandbox}/oauth/token",
+            f"{root}/oauth/token",
             data={"grant_type": "client_credentials", "scope": "x"},
             headers=basic("k", "s"),
         )
     ).json()["access_token"]
-    response = await http.post(
-        f"{sandbox}/ILL/request/data",
-        json={"illRequest": {"item": {}, "requester": {"serviceType": "LOAN"}}},
-        headers={"Authorization": f"Bearer {token}"},
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def create_raw(http: httpx.AsyncClient, root: str, body: object) -> httpx.Response:
+    return await http.post(
+        f"{root}/ILL/request/data", json=body, headers=await bearer_token(http, root)
+    )
+
+
+def oclc_sample(name: str) -> dict:
+    return json.loads((OCLC_REFERENCE / name).read_text())
+
+
+async def test_raw_validation_error_has_oclc_shape(sandbox: str, http: httpx.AsyncClient) -> None:
+    response = await create_raw(
+        http, sandbox, {"illRequest": {"item": {}, "requester": {"serviceType": "LOAN"}}}
     )
 
     error = response.json()["response"]["error"]
@@ -239,8 +293,136 @@ async def test_raw_validation_error_has_oclc_shape(sandbox: str, http: httpx.Asy
     assert error["detail"] == [
         {"failureCode": 30000, "fieldName": "item.title"},
         {"failureCode": 30000, "fieldName": "requester.institution.institutionId"},
+        {"failureCode": 30000, "fieldName": "requester.requesterBilling.address.address1"},
     ]
     assert {"message", "instance"} <= set(error)
+
+
+async def test_oclcs_own_sample_request_is_accepted(sandbox: str, http: httpx.AsyncClient) -> None:
+    response = await create_raw(http, sandbox, oclc_sample("illRequest-sample.json"))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["response"]["illRequest"]["requestStatus"] == "SUBMITTING"
+
+
+async def test_a_create_without_a_billing_address_fails_as_in_oclcs_example(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    sample = oclc_sample("illRequest-sample.json")
+    del sample["illRequest"]["requester"]["requesterBilling"]
+
+    response = await create_raw(http, sandbox, sample)
+
+    expected = oclc_sample("failure-example.json")["response"]["error"]["detail"]
+    assert response.status_code == 400
+    assert response.json()["response"]["error"]["detail"] == expected
+    assert (await stats(http, sandbox))["creates"] == 0
+
+
+async def test_a_patron_block_is_refused(sandbox: str, http: httpx.AsyncClient) -> None:
+    sample = oclc_sample("illRequest-sample.json")
+    sample["illRequest"]["patron"] = {"name": "Stacy Smith", "userId": "jkdjfldjfdlj"}
+
+    response = await create_raw(http, sandbox, sample)
+
+    assert response.status_code == 400
+    assert response.json()["response"]["error"]["detail"] == [
+        {"failureCode": 30007, "fieldName": "patron"}
+    ]
+    assert (await stats(http, sandbox))["creates"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field_name"),
+    [
+        (
+            lambda r: r["requester"]["institution"].update(institutionId="128807"),
+            "requester.institution.institutionId",
+        ),
+        (
+            lambda r: r["requester"]["supplierInfo"]["institutions"].append(
+                {"institutionId": "116402"}
+            ),
+            "requester.supplierInfo.institutions[2].institutionId",
+        ),
+        (lambda r: r["item"].update(oclcNumber="780941515"), "item.oclcNumber"),
+        (lambda r: r["item"].update(oclcNumber=True), "item.oclcNumber"),
+        (
+            lambda r: r["requester"]["requesterBilling"].update(
+                maximumCost={"amount": "25.00", "currency": "USD"}
+            ),
+            "requester.requesterBilling.maximumCost.amount",
+        ),
+        (
+            lambda r: r["requester"]["requesterDelivery"]["address"].update(postal=32611),
+            "requester.requesterDelivery.address.postal",
+        ),
+        (lambda r: r.update(needed="2019-08-15"), "needed"),
+    ],
+    ids=[
+        "institution-id-text",
+        "lender-id-text",
+        "oclc-number-text",
+        "oclc-number-bool",
+        "amount-text",
+        "postal-number",
+        "needed-a-bare-date",
+    ],
+)
+async def test_values_of_the_wrong_kind_are_invalid(
+    sandbox: str, http: httpx.AsyncClient, change: Callable[[dict], None], field_name: str
+) -> None:
+    sample = oclc_sample("illRequest-sample.json")
+    change(sample["illRequest"])
+
+    response = await create_raw(http, sandbox, sample)
+
+    assert response.status_code == 400
+    assert response.json()["response"]["error"]["detail"] == [
+        {"failureCode": 30001, "fieldName": field_name}
+    ]
+
+
+async def test_the_bridges_create_with_every_library_setting_is_accepted(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    requester = Requester(
+        institution_id="128807",
+        billing_address={"attention": "ILL", "address1": "1 Library Walk", "postal": "32611"},
+        delivery_address={"address1": "Loading Dock 3", "country": "US"},
+        delivery_email="ill@library.example.edu",
+        lenders=(148456, 116402),
+        max_cost={"amount": "25.00", "currency": "USD"},
+        billing_types=("IFM",),
+    )
+    config = replace(config_for(sandbox), requester=requester)
+    article = Citation(
+        title="Squirrel cognition",
+        journal_title="Journal of Rodent Studies",
+        oclc_number="(OCoLC)780941515",
+        citation_type="CR",
+        last_interest_date=date(2025, 8, 15),
+    )
+
+    request_id = await WorldShareClient(http, TokenCache(), config).create_request(
+        article, reference="alma-1"
+    )
+
+    assert (await WorldShareClient(http, TokenCache(), config).get_request(request_id)).status
+
+
+async def test_more_than_fifteen_lenders_are_out_of_bounds(
+    sandbox: str, http: httpx.AsyncClient
+) -> None:
+    sample = oclc_sample("illRequest-sample.json")
+    lenders = [{"institutionId": 100000 + n} for n in range(16)]
+    sample["illRequest"]["requester"]["supplierInfo"]["institutions"] = lenders
+
+    response = await create_raw(http, sandbox, sample)
+
+    assert response.json()["response"]["error"]["detail"] == [
+        {"failureCode": 30002, "fieldName": "requester.supplierInfo.institutions"}
+    ]
 
 
 async def test_lender_ships_renews_and_closes(

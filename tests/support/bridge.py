@@ -25,6 +25,8 @@ from tests.support.servers import run_asgi_in_thread
 ALMA_AGENCY = ("ISIL", "US-UNIV")
 BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 SECURITY_CODE = "alma-shared-code"
+# The library's own ILL office: OCLC refuses a create without a billing address.
+LIBRARY_ADDRESS = {"attention": "Interlibrary Loan", "address1": "1 University Ave"}
 T = TypeVar("T")
 
 
@@ -98,7 +100,9 @@ def running_system(
     *,
     worldshare: WorldShareSandboxSettings | None = None,
     policy: dict[str, Any] | None = None,
+    library: dict[str, Any] | None = None,
 ) -> Iterator[System]:
+    """`library` overrides the `worldshare` group's library settings (addresses, lenders…)."""
     with ExitStack() as stack:
         worldshare_url = stack.enter_context(
             run_asgi_in_thread(create_worldshare_sandbox(worldshare))
@@ -120,6 +124,8 @@ def running_system(
                 "key": "sandbox-key",
                 "secret": "sandbox-secret",
                 "institution_id": "128807",
+                "billing_address": LIBRARY_ADDRESS,
+                **(library or {}),
             },
             policy={"poll_interval_seconds": 1, **(policy or {})},
         )

@@ -2,10 +2,17 @@
 
 from datetime import UTC, datetime
 
-from app.alma.iso18626 import AgencyId, Header, IsoRequest, ServiceType, parse_message
+from app.alma.iso18626 import (
+    ISO18626_NS,
+    AgencyId,
+    Header,
+    IsoRequest,
+    ServiceType,
+    parse_message,
+)
 from app.borrowing.citation import Citation
 from app.sandbox.iso_requester_messages import encode_request
-from app.worldshare.client import build_ill_request
+from app.worldshare.client import Requester, build_ill_request
 
 HEADER = Header(
     supplying_agency=AgencyId("ISIL", "US-ILLBRIDGE"),
@@ -19,7 +26,9 @@ def item_sent(citation: dict[str, str], service_type: ServiceType | None = None)
     parsed = parse_message(encode_request(HEADER, citation, service_type=service_type))
     assert isinstance(parsed, IsoRequest)
     body = build_ill_request(
-        Citation.model_validate(parsed.citation), institution_id="128807", reference="A-1"
+        Citation.model_validate(parsed.citation),
+        Requester(institution_id="128807", billing_address={"address1": "1 Library Walk"}),
+        reference="A-1",
     )
     return dict(body["illRequest"]["item"]) | {
         "serviceType": body["illRequest"]["requester"]["serviceType"]
@@ -57,3 +66,37 @@ def test_a_loan_is_a_loan_of_the_book():
     assert item["title"] == "The Name of the Rose"
     assert "articleTitle" not in item
     assert item["serviceType"] == "LOAN"
+
+
+def test_alma_s_need_before_date_and_copyright_declaration_reach_worldshare():
+    # Written as Alma writes it (serviceInfo in the XSD's order), not with the bridge's codec.
+    xml = f"""<ISO18626Message xmlns="{ISO18626_NS}" version="1.2"><request>
+      <header>
+        <supplyingAgencyId><agencyIdType>ISIL</agencyIdType>
+          <agencyIdValue>US-ILLBRIDGE</agencyIdValue></supplyingAgencyId>
+        <requestingAgencyId><agencyIdType>ISIL</agencyIdType>
+          <agencyIdValue>US-UNIV</agencyIdValue></requestingAgencyId>
+        <timestamp>2026-11-29T10:00:00Z</timestamp>
+        <requestingAgencyRequestId>A-2</requestingAgencyRequestId>
+      </header>
+      <bibliographicInfo>
+        <title>Nature</title><titleOfComponent>Molecular structure</titleOfComponent>
+      </bibliographicInfo>
+      <serviceInfo>
+        <serviceType>Copy</serviceType>
+        <needBeforeDate>2026-12-15T00:00:00Z</needBeforeDate>
+        <copyrightCompliance>US:CCG</copyrightCompliance>
+      </serviceInfo>
+    </request></ISO18626Message>"""
+    parsed = parse_message(xml.encode())
+    assert isinstance(parsed, IsoRequest)
+
+    body = build_ill_request(
+        Citation.model_validate(parsed.citation),
+        Requester(institution_id="128807", billing_address={"address1": "1 Library Walk"}),
+        reference="A-2",
+    )["illRequest"]
+
+    assert body["needed"] == "2026-12-15T12:00:00.000+0000"
+    assert body["requester"]["serviceType"] == "COPY"
+    assert body["requester"]["copyrightType"] == "US:CCG"

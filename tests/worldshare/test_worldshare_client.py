@@ -3,6 +3,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ import respx
 from app.borrowing.citation import Citation
 from app.upstream import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from app.worldshare.auth import TokenCache
-from app.worldshare.client import WorldShareClient, WorldShareConfig, build_ill_request
+from app.worldshare.client import Requester, WorldShareClient, WorldShareConfig, build_ill_request
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 pytestmark = pytest.mark.anyio
@@ -20,6 +21,8 @@ BASE = "https://128807.share.worldcat.org/ILL"
 TOKEN_URL = "https://oauth.oclc.org/token"
 KEY = "wskey-Q7zKey0001"
 SECRET = "secret-Zz9Secret0002"
+LIBRARY_ADDRESS = {"attention": "Interlibrary Loan", "address1": "1 Library Walk"}
+LIBRARY = Requester(institution_id="128807", billing_address=LIBRARY_ADDRESS)
 CONFIG = WorldShareConfig(
     institution_code="main",
     base_url=BASE,
@@ -27,7 +30,7 @@ CONFIG = WorldShareConfig(
     scope="WorldShareILL",
     key=KEY,
     secret=SECRET,
-    institution_id="128807",
+    requester=LIBRARY,
 )
 BOOK = Citation(title="Outwitting Squirrels", author="Bill Adler", isbn="978-1556523021")
 CREATED = {"response": {"illRequest": {"requestId": 167513532, "requestStatus": "SUBMITTING"}}}
@@ -101,13 +104,17 @@ def test_build_ill_request_for_a_book() -> None:
         format="PHYSICAL",
         last_interest_date=date(2025, 8, 15),
     )
-    body = build_ill_request(citation, institution_id="128807", reference="alma-req-42")
+    body = build_ill_request(citation, LIBRARY, reference="alma-req-42")
     assert body == {
         "illRequest": {
             "requestStatus": "SUBMITTING",
             "referenceId": "alma-req-42",
-            "needed": "2025-08-15T00:00:00.000+0000",
-            "requester": {"institution": {"institutionId": 128807}, "serviceType": "LOAN"},
+            "needed": "2025-08-15T12:00:00.000+0000",
+            "requester": {
+                "institution": {"institutionId": 128807},
+                "serviceType": "LOAN",
+                "requesterBilling": {"address": LIBRARY_ADDRESS},
+            },
             "item": {
                 "title": "Outwitting Squirrels",
                 "author": "Bill Adler",
@@ -134,7 +141,7 @@ def test_build_ill_request_for_an_article_asks_for_a_copy() -> None:
         pages="45-67",
         citation_type="CR",
     )
-    ill_request = build_ill_request(citation, institution_id="128807", reference="r")["illRequest"]
+    ill_request = build_ill_request(citation, LIBRARY, reference="r")["illRequest"]
     assert ill_request["requester"]["serviceType"] == "COPY"
     assert ill_request["item"] == {
         "title": "Journal of Rodent Studies",
@@ -147,6 +154,35 @@ def test_build_ill_request_for_an_article_asks_for_a_copy() -> None:
     assert "needed" not in ill_request
 
 
+@pytest.mark.parametrize(
+    "zone",
+    ["Pacific/Honolulu", "America/Anchorage", "America/Los_Angeles", "America/New_York", "UTC"],
+)
+def test_the_need_before_date_stays_the_same_day_in_the_americas(zone: str) -> None:
+    citation = Citation(title="T", last_interest_date=date(2025, 8, 15))
+
+    needed = build_ill_request(citation, LIBRARY, reference="r")["illRequest"]["needed"]
+
+    moment = datetime.strptime(needed, "%Y-%m-%dT%H:%M:%S.%f%z")
+    assert moment.astimezone(ZoneInfo(zone)).date() == date(2025, 8, 15)
+
+
+def test_an_articles_copyright_compliance_reaches_copyright_type() -> None:
+    article = Citation(
+        title="Squirrel cognition",
+        journal_title="Journal of Rodent Studies",
+        citation_type="CR",
+        copyright_compliance="US:CCG",
+    )
+    book = Citation(title="Outwitting Squirrels", copyright_compliance="US:CCG")
+
+    copy = build_ill_request(article, LIBRARY, reference="r")["illRequest"]["requester"]
+    loan = build_ill_request(book, LIBRARY, reference="r")["illRequest"]["requester"]
+
+    assert (copy["serviceType"], copy["copyrightType"]) == ("COPY", "US:CCG")
+    assert "copyrightType" not in loan
+
+
 def test_build_ill_request_for_a_book_chapter() -> None:
     citation = Citation(
         title="Backyard Wildlife",
@@ -154,11 +190,57 @@ def test_build_ill_request_for_a_book_chapter() -> None:
         chapter_author="C. Hazel",
         format="DIGITAL",
     )
-    item = build_ill_request(citation, institution_id="1", reference="r")["illRequest"]["item"]
+    item = build_ill_request(citation, LIBRARY, reference="r")["illRequest"]["item"]
     assert item == {
         "title": "Backyard Wildlife",
         "articleTitle": "Squirrels",
         "articleAuthor": "C. Hazel",
+    }
+
+
+def test_the_librarys_addresses_lenders_and_terms_go_as_in_oclcs_sample() -> None:
+    library = Requester(
+        institution_id="128807",
+        billing_address={
+            "attention": "ILL Billing",
+            "address1": "1 Library Walk",
+            "address2": "Room 101",
+            "locality": "Gainesville",
+            "region": "FL",
+            "postal": "32611",
+            "country": "US",
+            "note": "not an OCLC field: stays home",
+        },
+        delivery_address={"address1": "Smathers Library, Loading Dock"},
+        delivery_email="ill@library.example.edu",
+        lenders=(148456, 116402),
+        max_cost={"amount": "25.00", "currency": "USD"},
+        billing_types=("IFM",),
+    )
+
+    requester = build_ill_request(BOOK, library, reference="r")["illRequest"]["requester"]
+
+    assert requester == {
+        "institution": {"institutionId": 128807},
+        "serviceType": "LOAN",
+        "supplierInfo": {"institutions": [{"institutionId": 148456}, {"institutionId": 116402}]},
+        "requesterDelivery": {
+            "address": {"address1": "Smathers Library, Loading Dock"},
+            "email": "ill@library.example.edu",
+        },
+        "requesterBilling": {
+            "billingTypes": ["IFM"],
+            "address": {
+                "attention": "ILL Billing",
+                "address1": "1 Library Walk",
+                "address2": "Room 101",
+                "locality": "Gainesville",
+                "region": "FL",
+                "country": "US",
+                "postal": "32611",
+            },
+            "maximumCost": {"amount": 25.0, "currency": "USD"},
+        },
     }
 
 
@@ -494,6 +576,23 @@ async def test_get_request_reads_status_due_date_and_renewal(
         renewal=RenewalInfo(renewals=1, status="APPROVED", new_due_date=date(2025, 4, 1)),
         reference="alma-req-1",
     )
+
+
+async def test_get_request_reports_the_request_id_it_was_answered_for(
+    router: respx.MockRouter, client: WorldShareClient
+) -> None:
+    router.post(TOKEN_URL).mock(side_effect=Tokens())
+    router.get(f"{BASE}/request/data/7").mock(
+        return_value=httpx.Response(200, json={"response": {"illRequest": {"requestStatus": "X"}}})
+    )
+    router.get(f"{BASE}/request/data/8").mock(
+        return_value=httpx.Response(
+            200, json={"response": {"illRequest": {"requestId": 9, "requestStatus": "X"}}}
+        )
+    )
+
+    assert (await client.get_request("7")).request_id is None
+    assert (await client.get_request("8")).request_id == "9"
 
 
 async def test_get_request_before_shipping_has_no_due_date(

@@ -13,7 +13,7 @@ from pydantic import ConfigDict
 
 from app.borrowing.citation import Citation
 from app.worldshare.auth import TokenCache
-from app.worldshare.client import WorldShareClient, WorldShareConfig
+from app.worldshare.client import Requester, WorldShareClient, WorldShareConfig
 
 BASE = "https://128807.share.worldcat.org/ILL"
 TOKEN_URL = "https://oauth.oclc.org/token"
@@ -24,7 +24,7 @@ CONFIG = WorldShareConfig(
     scope="WorldShareILL",
     key="wskey",
     secret="wssecret",
-    institution_id="128807",
+    requester=Requester(institution_id="128807", billing_address={"address1": "1 Library Walk"}),
 )
 
 

@@ -6,6 +6,7 @@ from app.worldshare.network import LenderStatus, RenewalInfo
 from app.worldshare.status import (
     DEFAULT_STATUS_MAP,
     LenderOutcome,
+    answer_mismatch,
     lender_outcome,
     map_status,
     normalise_status,
@@ -114,3 +115,46 @@ def test_unknown_status_stays_unknown_even_with_renewal_info() -> None:
 
 def test_lender_outcome_uses_overrides() -> None:
     assert lender_outcome(on_loan("LOCAL_HOLD"), {"LOCAL_HOLD": "shipped"}) is LenderOutcome.shipped
+
+
+@pytest.mark.parametrize(
+    ("request_id", "reference", "mismatch"),
+    [
+        ("167513532", "alma-1", None),
+        ("167513532", None, None),
+        ("0167513532", "alma-1", None),
+        (
+            "167513533",
+            "alma-1",
+            "requestId mismatch: the poll of WorldShare request 167513532 was answered for "
+            "request 167513533",
+        ),
+        (
+            "Smith, Jane",
+            "alma-1",
+            "requestId mismatch: the poll of WorldShare request 167513532 was answered for "
+            "another requestId",
+        ),
+        (
+            None,
+            "alma-1",
+            "requestId mismatch: the poll of WorldShare request 167513532 was answered without "
+            "a requestId",
+        ),
+        (
+            "167513532",
+            "for Jane Smith",
+            "referenceId mismatch: WorldShare request 167513532 does not carry this request's "
+            "Alma id alma-1 as its referenceId",
+        ),
+    ],
+    ids=["same", "no-reference", "leading-zero", "other-id", "text-id", "no-id", "other-ref"],
+)
+def test_a_poll_answer_must_be_about_the_request_polled(
+    request_id: str | None, reference: str | None, mismatch: str | None
+) -> None:
+    answer = LenderStatus(
+        request_id=request_id, status="IN_TRANSIT", due_date=None, renewal=None, reference=reference
+    )
+
+    assert answer_mismatch(answer, asked="167513532", alma_request_id="alma-1") == mismatch

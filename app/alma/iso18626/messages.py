@@ -168,6 +168,7 @@ class CitationFields(TypedDict):
     format: str | None
     citation_type: str | None
     last_interest_date: date | None
+    copyright_compliance: str | None
 
 
 class PatronFields(TypedDict):

@@ -291,6 +291,7 @@ def _citation(
         format="DIGITAL" if is_copy else "PHYSICAL",
         citation_type="CR" if is_article else "BK",
         last_interest_date=need_before.date() if need_before else None,
+        copyright_compliance=_text(request, "serviceInfo", "copyrightCompliance"),
     )
 
 

@@ -20,7 +20,6 @@ from app.worldshare.auth import ClientCredentials, TokenCache
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 UPSTREAM = "WorldShare"
-REQUEST_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 # Names of OCLC's failure codes (reference/oclc-worldshare-ill/failureCodes.txt).
 FAILURE_NAMES: dict[int, str] = {
@@ -166,12 +165,12 @@ class WorldShareClient:
         token = await self._tokens.token(self._http, self._credentials)
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         try:
+            # Timeouts are the shared client's, set by ILLBRIDGE_OUTBOUND_TIMEOUT_SECONDS.
             response = await self._http.request(
                 method,
                 self._config.base_url.rstrip("/") + path,
                 json=json,
                 headers=headers,
-                timeout=REQUEST_TIMEOUT,
                 follow_redirects=False,
             )
         except httpx.TransportError as exc:

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.main import create_app
 from app.sandbox.alma_requester import create_alma_iso_sandbox
 from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
-from tests.support.factories import bearer, make_institution, make_token
+from tests.support.factories import bearer, make_institution, make_token, sandbox_worldshare
 from tests.support.servers import run_asgi_in_thread
 
 ALMA_AGENCY = ("ISIL", "US-UNIV")
@@ -102,14 +102,7 @@ def running_system(
                 "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
                 "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},
             },
-            worldshare={
-                "base_url": f"{worldshare_url}/ILL",
-                "token_url": f"{worldshare_url}/oauth/token",
-                "scope": "WorldShareILL",
-                "key": "sandbox-key",
-                "secret": "sandbox-secret",
-                "institution_id": "128807",
-            },
+            worldshare=sandbox_worldshare(worldshare_url),
             policy={"poll_interval_seconds": 1, **(policy or {})},
         )
         token = make_token(engine, ["admin"])

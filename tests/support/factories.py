@@ -39,3 +39,15 @@ def make_token(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def sandbox_worldshare(sandbox_url: str) -> dict[str, str]:
+    """An institution's `worldshare` group for the WorldShare sandbox served at `sandbox_url`."""
+    return {
+        "base_url": f"{sandbox_url}/ILL",
+        "token_url": f"{sandbox_url}/oauth/token",
+        "scope": "WorldShareILL",
+        "key": "sandbox-key",
+        "secret": "sandbox-secret",
+        "institution_id": "128807",
+    }

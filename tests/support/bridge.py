@@ -86,12 +86,15 @@ def running_system(
     engine: Engine,
     *,
     worldshare: WorldShareSandboxSettings | None = None,
+    worldshare_url: str | None = None,
     policy: dict[str, Any] | None = None,
 ) -> Iterator[System]:
+    """The whole system; `worldshare_url` names a WorldShare sandbox the test serves itself."""
     with ExitStack() as stack:
-        worldshare_url = stack.enter_context(
-            run_asgi_in_thread(create_worldshare_sandbox(worldshare))
-        )
+        if worldshare_url is None:
+            worldshare_url = stack.enter_context(
+                run_asgi_in_thread(create_worldshare_sandbox(worldshare))
+            )
         alma_url = stack.enter_context(run_asgi_in_thread(create_alma_iso_sandbox()))
         make_institution(
             engine,

@@ -22,7 +22,7 @@ from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob, enqueue
-from app.jobs.registry import Finish, PermanentJobError
+from app.jobs.registry import PermanentJobError
 from app.runtime import Runtime
 from app.timeutil import utcnow
 from app.upstream import TransientUpstreamError, UpstreamError
@@ -65,8 +65,9 @@ def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPla
 
 
 def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str) -> None:
-    """Keep the id WorldShare gave, whoever holds the job now; two ids are a staff task."""
-    request, _institution = load_request(session, job)
+    """Keep the id WorldShare gave and mark the request exported, whoever holds the job now: a
+    worker whose lease was taken over gets no finishing step. Two ids are a staff task."""
+    request, institution = load_request(session, job)
     linked = request.worldshare_request_id
     detail = {"worldshare_request_id": worldshare_request_id}
     if linked is not None and linked != worldshare_request_id:
@@ -81,22 +82,26 @@ def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str
             source=SOURCE,
         )
         return
+    # The same id already linked: staff found the request while its answer was late.
     if linked is None:
         _link(session, request, worldshare_request_id, source=SOURCE)
-    if request.state is not RequestState.RECEIVED:
-        service.flag(
-            session,
-            request,
-            f"WorldShare request {worldshare_request_id} was created while the request was "
-            f"{request.state}; cancel it in WorldShare",
-            source=SOURCE,
-        )
+        if request.state is not RequestState.RECEIVED:
+            service.flag(
+                session,
+                request,
+                f"WorldShare request {worldshare_request_id} was created while the request was "
+                f"{request.state}; cancel it in WorldShare",
+                source=SOURCE,
+            )
+            return
+    _mark_exported(session, request, institution)
 
 
 def forget_attempt(session: Session, job: ClaimedJob) -> None:
-    """The upstream proved nothing was created: a later attempt may send again."""
+    """The upstream proved nothing was created: a later attempt may send again. Once another run
+    has flagged the attempt, the mark stays for staff to resolve: no job of its own is left."""
     request, _institution = load_request(session, job)
-    if request.worldshare_request_id is None:
+    if request.worldshare_request_id is None and not _flagged_unknown(request):
         request.export_attempted_at = None
         session.add(request)
 
@@ -105,12 +110,6 @@ def answer_lost(session: Session, job: ClaimedJob, error: str) -> None:
     request, _institution = load_request(session, job)
     if request.worldshare_request_id is None:
         _flag_unknown_create(session, request, why=error)
-
-
-def complete_export(session: Session, job: ClaimedJob) -> None:
-    """Mark the request exported once its WorldShare id is recorded (a no-op otherwise)."""
-    request, institution = load_request(session, job)
-    _mark_exported(session, request, institution)
 
 
 def _mark_exported(session: Session, request: BorrowingRequest, institution: Institution) -> None:
@@ -168,12 +167,16 @@ def _link(
         source,
         detail={"worldshare_request_id": worldshare_request_id},
     )
-    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+    if _flagged_unknown(request):
         service.clear_flag(session, request, source=source, why="the WorldShare id is known")
 
 
+def _flagged_unknown(request: BorrowingRequest) -> bool:
+    return request.needs_attention and (request.attention_reason or "").startswith(UNKNOWN_CREATE)
+
+
 def _flag_unknown_create(session: Session, request: BorrowingRequest, *, why: str) -> None:
-    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+    if _flagged_unknown(request):
         return
     service.record_event(
         session, request, "worldshare_create_unknown", SOURCE, applied=False, detail={"why": why}
@@ -194,11 +197,11 @@ def _nothing_created(exc: UpstreamError) -> bool:
     return isinstance(exc, TransientUpstreamError) and not exc.may_have_been_sent
 
 
-async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
+async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> None:
+    """Each step commits on its own: what WorldShare answered is kept even if the lease is gone."""
     plan = await ctx.write(lambda session: begin_export(session, job, ctx.secrets))
     if plan is None:
-        # A create recorded by a worker whose lease ran out still has to mark the request.
-        return lambda session: complete_export(session, job)
+        return
     client = WorldShareClient(ctx.http, ctx.worldshare_tokens, plan.config)
     try:
         worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
@@ -208,6 +211,5 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
             raise
         lost = exc.message
         await ctx.write(lambda session: answer_lost(session, job, lost))
-        return None
+        return
     await ctx.write(lambda session: record_created(session, job, worldshare_request_id))
-    return lambda session: complete_export(session, job)

@@ -45,7 +45,7 @@ openapi: $(STAMP)
 	ILLBRIDGE_SANDBOX=false $(BIN)/illbridge openapi --output openapi.yaml
 
 bench: $(DEV_STAMP)
-	ILLBRIDGE_SANDBOX=false $(BIN)/python bench/export.py
+	ILLBRIDGE_SANDBOX=false $(BIN)/python -m bench.export
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

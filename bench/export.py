@@ -3,8 +3,11 @@ WorldShare sandbox (its own process) with a configurable latency per Request API
 
 Prints exports/second next to the ideal, concurrency ÷ latency, for each round and their median.
 
-    .venv/bin/python bench/export.py --requests 2000 --concurrency 16 --latency-ms 100 --rounds 3
-    .venv/bin/python bench/export.py --workers 2           # the same 16 slots over two processes
+    .venv/bin/python -m bench.export --requests 2000 --concurrency 16 --latency-ms 100 --rounds 3
+    .venv/bin/python -m bench.export --workers 2           # the same 16 slots over two processes
+
+Run from the repository's root: the sandbox process and the setup are shared with the tests
+(`tests/support/processes.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,86 +22,29 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import func
 from sqlmodel import select
 
 from app.borrowing.citation import Citation
-from app.borrowing.models import InboxSource, RequestEvent, RequestOrigin
+from app.borrowing.models import RequestEvent
 from app.config import Settings
-from app.db import create_db_engine, read_session, write_session
-from app.institutions import service as institutions
-from app.institutions.schemas import InstitutionCreate
-from app.institutions.secrets import load_secret_box
+from app.db import create_db_engine, read_session
 from app.migrations import upgrade
-from app.workflows import intake
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_sandbox(port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import uvicorn; from app.sandbox.worldshare import create_worldshare_sandbox; "
-        f"uvicorn.run(create_worldshare_sandbox(), host='127.0.0.1', port={port}, "
-        "log_level='warning', access_log=False)"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=1).raise_for_status()
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the WorldShare sandbox did not start")
+from tests.support.processes import (
+    ROOT,
+    SandboxProcess,
+    register_requests,
+    sandbox_institution,
+)
 
 
 def prepare(settings: Settings, sandbox: str, requests: int) -> None:
     upgrade(settings.database_url)
     engine = create_db_engine(settings.database_url)
-    with write_session(engine) as session:
-        institution = institutions.create_institution(
-            session,
-            load_secret_box(settings),
-            InstitutionCreate.model_validate(
-                {
-                    "code": "BENCH",
-                    "name": "Benchmark University",
-                    "worldshare": {
-                        "base_url": f"{sandbox}/ILL",
-                        "token_url": f"{sandbox}/oauth/token",
-                        "scope": "WorldShareILL",
-                        "key": "bench-key",
-                        "secret": "bench-secret",
-                        "institution_id": "128807",
-                        "billing_address": {"address1": "1 Benchmark Walk"},
-                    },
-                }
-            ),
-            actor=institutions.Actor("bench"),
-        )
-        citation = Citation(title="Benchmarking Interlibrary Loan", author="A. Librarian")
-        for number in range(requests):
-            intake.take_request(
-                session,
-                institution,
-                intake.NewRequest(
-                    alma_request_id=f"BENCH-{number}",
-                    citation=citation,
-                    requester_user_id=None,
-                    origin=RequestOrigin.API,
-                    inbox=InboxSource.REST,
-                ),
-            )
-        session.commit()
+    institution = sandbox_institution(engine, settings, sandbox, code="BENCH")
+    citation = Citation(title="Benchmarking Interlibrary Loan", author="A. Librarian")
+    register_requests(engine, institution, (f"BENCH-{n}" for n in range(requests)), citation)
     engine.dispose()
 
 
@@ -172,11 +117,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    port = free_port()
-    sandbox_process = start_sandbox(port)
-    sandbox = f"http://127.0.0.1:{port}"
-    latency = {"latency_ms": args.latency_ms}
-    httpx.post(f"{sandbox}/_sandbox/faults", json=latency).raise_for_status()
+    sandbox_process = SandboxProcess()
+    sandbox = sandbox_process.url
+    sandbox_process.set_faults(latency_ms=args.latency_ms)
     ideal = args.concurrency / (args.latency_ms / 1000)
     rates = []
     try:
@@ -192,8 +135,7 @@ def main() -> None:
                 f"{100 * rate / ideal:5.1f} % of ideal   worker CPU {cpu_ms:.1f} ms/export"
             )
     finally:
-        sandbox_process.terminate()
-        sandbox_process.wait(timeout=10)
+        sandbox_process.stop()
     median = statistics.median(rates)
     backend = "postgresql" if args.database_url else "sqlite"
     print(

@@ -384,6 +384,11 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
     async def calls() -> list[dict[str, Any]]:
         return state.calls
 
+    @app.get("/_sandbox/requests")
+    async def created_requests() -> list[dict[str, Any]]:
+        """Every request created, as staff would find it in WorldShare (referenceId included)."""
+        return [found.view() for found in state.requests.values()]
+
     @app.get("/_sandbox/stats")
     async def stats() -> dict[str, int]:
         return dict(state.stats)

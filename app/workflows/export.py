@@ -10,6 +10,7 @@ it is not replayed but flagged, and staff link the request they find or ask for 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlmodel import Session
@@ -22,7 +23,7 @@ from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob, enqueue
-from app.jobs.registry import Finish, PermanentJobError
+from app.jobs.registry import PermanentJobError
 from app.outbound_hosts import OutboundHostRefused
 from app.runtime import Runtime
 from app.timeutil import utcnow
@@ -31,7 +32,7 @@ from app.workflows.common import load_request
 from app.workflows.kinds import EXPORT_TO_WORLDSHARE
 from app.workflows.transitions import advance
 from app.workflows.worldshare_calls import second_look, worldshare_client
-from app.worldshare.client import WorldShareConfig
+from app.worldshare.client import WorldShareClient, WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 
 SOURCE = "worker"
@@ -82,8 +83,9 @@ def mark_attempt(session: Session, job: ClaimedJob) -> bool:
 
 
 def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str) -> None:
-    """Keep the id WorldShare gave, whoever holds the job now; two ids are a staff task."""
-    request, _institution = load_request(session, job)
+    """Keep the id WorldShare gave and mark the request exported, whoever holds the job now: a
+    worker whose lease was taken over gets no finishing step. Two ids are a staff task."""
+    request, institution = load_request(session, job)
     linked = request.worldshare_request_id
     detail = {"worldshare_request_id": worldshare_request_id}
     if linked is not None and linked != worldshare_request_id:
@@ -98,22 +100,26 @@ def record_created(session: Session, job: ClaimedJob, worldshare_request_id: str
             source=SOURCE,
         )
         return
+    # The same id already linked: staff found the request while its answer was late.
     if linked is None:
         _link(session, request, worldshare_request_id, source=SOURCE)
-    if request.state is not RequestState.RECEIVED:
-        service.flag(
-            session,
-            request,
-            f"WorldShare request {worldshare_request_id} was created while the request was "
-            f"{request.state}; cancel it in WorldShare",
-            source=SOURCE,
-        )
+        if request.state is not RequestState.RECEIVED:
+            service.flag(
+                session,
+                request,
+                f"WorldShare request {worldshare_request_id} was created while the request was "
+                f"{request.state}; cancel it in WorldShare",
+                source=SOURCE,
+            )
+            return
+    _mark_exported(session, request, institution)
 
 
 def forget_attempt(session: Session, job: ClaimedJob) -> None:
-    """The upstream proved nothing was created: a later attempt may send again."""
+    """The upstream proved nothing was created: a later attempt may send again. Once another run
+    has flagged the attempt, the mark stays for staff to resolve: no job of its own is left."""
     request, _institution = load_request(session, job)
-    if request.worldshare_request_id is None:
+    if request.worldshare_request_id is None and not _flagged_unknown(request):
         request.export_attempted_at = None
         session.add(request)
 
@@ -122,12 +128,6 @@ def answer_lost(session: Session, job: ClaimedJob, error: str) -> None:
     request, _institution = load_request(session, job)
     if request.worldshare_request_id is None:
         _flag_unknown_create(session, request, why=error)
-
-
-def complete_export(session: Session, job: ClaimedJob) -> None:
-    """Mark the request exported once its WorldShare id is recorded (a no-op otherwise)."""
-    request, institution = load_request(session, job)
-    _mark_exported(session, request, institution)
 
 
 def _mark_exported(session: Session, request: BorrowingRequest, institution: Institution) -> None:
@@ -189,8 +189,12 @@ def _link(
         service.clear_flag(session, request, source=source, why="the WorldShare id is known")
 
 
+def _flagged_unknown(request: BorrowingRequest) -> bool:
+    return request.needs_attention and (request.attention_reason or "").startswith(UNKNOWN_CREATE)
+
+
 def _flag_unknown_create(session: Session, request: BorrowingRequest, *, why: str) -> None:
-    if (request.attention_reason or "").startswith(UNKNOWN_CREATE):
+    if _flagged_unknown(request):
         return
     service.record_event(
         session, request, "worldshare_create_unknown", SOURCE, applied=False, detail={"why": why}
@@ -213,15 +217,23 @@ def _nothing_created(exc: UpstreamError) -> bool:
     return isinstance(exc, TransientUpstreamError) and not exc.may_have_been_sent
 
 
-async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> Finish | None:
+async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> None:
+    """Each step commits on its own: what WorldShare answered is kept even if the lease is gone."""
     plan = await ctx.write(lambda session: begin_export(session, job, ctx.secrets))
     if plan is None:
-        # A create recorded by a worker that lost its lease may not have marked it exported.
-        return lambda session: complete_export(session, job)
+        return
     client = worldshare_client(ctx, plan.config)
     await client.authorise()
     if not await ctx.write(lambda session: mark_attempt(session, job)):
-        return lambda session: complete_export(session, job)
+        return
+    # The create is bounded by its own call deadline; once it is out, its answer is recorded even
+    # when the handler's deadline passes meanwhile (a worker paused, then resumed).
+    await asyncio.shield(_create_and_record(ctx, job, client, plan))
+
+
+async def _create_and_record(
+    ctx: Runtime, job: ClaimedJob, client: WorldShareClient, plan: ExportPlan
+) -> None:
     try:
         worldshare_request_id = await client.create_request(plan.citation, reference=plan.reference)
     except UpstreamError as exc:
@@ -230,8 +242,5 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> F
             raise await second_look(ctx, plan.config, exc) from None
         lost = exc.message
         await ctx.write(lambda session: answer_lost(session, job, lost))
-        return None
+        return
     await ctx.write(lambda session: record_created(session, job, worldshare_request_id))
-    # Its own transaction too: a worker whose lease was taken over still marks the request.
-    await ctx.write(lambda session: complete_export(session, job))
-    return None

@@ -3,10 +3,7 @@ draining, crash recovery, periodic jobs, SQLite locking and graceful SIGTERM."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -22,60 +19,18 @@ from app.config import Settings
 from app.db import read_session, write_session
 from app.jobs.models import Job
 from tests.support.jobs import enqueue_test_job
+from tests.support.processes import WorkerProcess, wait_for, wait_started, worker_env
 from tests.support.worker_process import RECORD_FILE_ENV, TICK_SECONDS_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 30.0
+TEST_WORKER = (sys.executable, "-m", "tests.support.worker_process")
 POSTGRES_ONLY = pytest.mark.parametrize(
     "database_url",
     [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)],
     indirect=True,
 )
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        self._stderr = stderr_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.worker_process"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.stderr_path.read_text(errors="replace").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                entries.append({"level": "raw", "event": line})
-        return entries
-
-    def logged(self, event: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.log() if entry.get("event") == event]
-
-    def problems(self) -> list[dict[str, Any]]:
-        """Anything not an info line: warnings, errors, tracebacks."""
-        return [entry for entry in self.log() if entry.get("level") not in ("info", "debug")]
-
-    def stderr_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-        self._stderr.close()
 
 
 @pytest.fixture
@@ -87,30 +42,20 @@ def record_file(tmp_path: Path) -> Path:
 def spawn(settings: Settings, record_file: Path, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Start worker processes on the test's database; every one is killed at the end."""
     started: list[WorkerProcess] = []
-    assert settings.secret_key is not None
-    base = {key: value for key, value in os.environ.items() if not key.startswith("ILLBRIDGE_")}
-    base |= {
-        "ILLBRIDGE_DATABASE_URL": settings.database_url,
-        "ILLBRIDGE_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "ILLBRIDGE_WORKER_POLL_SECONDS": "0.05",
-        "ILLBRIDGE_PERIODIC_TICK_SECONDS": "0.1",
-        "ILLBRIDGE_LOG_LEVEL": "INFO",
-        RECORD_FILE_ENV: str(record_file),
-    }
+    base = worker_env(
+        settings,
+        ILLBRIDGE_WORKER_POLL_SECONDS="0.05",
+        ILLBRIDGE_PERIODIC_TICK_SECONDS="0.1",
+        **{RECORD_FILE_ENV: str(record_file)},
+    )
 
     def start(count: int = 1, **env: str) -> list[WorkerProcess]:
         new = [
-            WorkerProcess(base | env, tmp_path / f"worker-{len(started) + n}.log")
+            WorkerProcess(TEST_WORKER, base | env, tmp_path / f"worker-{len(started) + n}.log")
             for n in range(count)
         ]
         started.extend(new)
-
-        def ready() -> bool:
-            if exited := [p for p in new if p.popen.poll() is not None]:
-                raise AssertionError(f"a worker process exited early:\n{exited[0].stderr_tail()}")
-            return all(p.logged("worker_started") for p in new)
-
-        wait_for(ready, START_TIMEOUT, "worker processes started", new)
+        wait_started(new)
         return new
 
     try:
@@ -118,17 +63,6 @@ def spawn(settings: Settings, record_file: Path, tmp_path: Path) -> Iterator[Cal
     finally:
         for process in started:
             process.close()
-
-
-def wait_for(
-    check: Callable[[], Any], timeout: float, what: str, workers: list[WorkerProcess]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"pid {w.pid}:\n{w.stderr_tail()}" for w in workers)
-            raise AssertionError(f"{what}: not within {timeout} s\n{logs}")
-        time.sleep(0.05)
 
 
 def stop_all(workers: list[WorkerProcess], sig: signal.Signals = signal.SIGTERM) -> None:

@@ -185,6 +185,20 @@ async def test_create_then_read_a_request(
     assert "patron" not in created["body"].lower()
 
 
+async def test_created_requests_are_listed_with_their_reference(
+    sandbox: str, worldshare: WorldShareClient, http: httpx.AsyncClient
+) -> None:
+    first = await worldshare.create_request(BOOK, reference="alma-req-1")
+    second = await worldshare.create_request(BOOK, reference="alma-req-2")
+
+    listed = (await http.get(f"{sandbox}/_sandbox/requests")).json()
+
+    assert [(str(r["requestId"]), r["referenceId"], r["requestStatus"]) for r in listed] == [
+        (first, "alma-req-1", "PRODUCED"),
+        (second, "alma-req-2", "PRODUCED"),
+    ]
+
+
 async def test_concurrent_exports_make_one_token_request(
     sandbox: str, worldshare: WorldShareClient, http: httpx.AsyncClient
 ) -> None:

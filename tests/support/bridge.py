@@ -19,14 +19,13 @@ from app.config import Settings
 from app.main import create_app
 from app.sandbox.alma_requester import create_alma_iso_sandbox
 from app.sandbox.worldshare import WorldShareSandboxSettings, create_worldshare_sandbox
-from tests.support.factories import bearer, make_institution, make_token
+from tests.support.factories import bearer, make_institution, make_token, sandbox_worldshare
 from tests.support.servers import run_asgi_in_thread
 
 ALMA_AGENCY = ("ISIL", "US-UNIV")
 BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 SECURITY_CODE = "alma-shared-code"
 # The library's own ILL office: OCLC refuses a create without a billing address.
-LIBRARY_ADDRESS = {"attention": "Interlibrary Loan", "address1": "1 University Ave"}
 T = TypeVar("T")
 
 
@@ -99,14 +98,17 @@ def running_system(
     engine: Engine,
     *,
     worldshare: WorldShareSandboxSettings | None = None,
+    worldshare_url: str | None = None,
     policy: dict[str, Any] | None = None,
     library: dict[str, Any] | None = None,
 ) -> Iterator[System]:
-    """`library` overrides the `worldshare` group's library settings (addresses, lenders…)."""
+    """`library` overrides the `worldshare` group's library settings (addresses, lenders…);
+    `worldshare_url` names a WorldShare sandbox the test serves itself."""
     with ExitStack() as stack:
-        worldshare_url = stack.enter_context(
-            run_asgi_in_thread(create_worldshare_sandbox(worldshare))
-        )
+        if worldshare_url is None:
+            worldshare_url = stack.enter_context(
+                run_asgi_in_thread(create_worldshare_sandbox(worldshare))
+            )
         alma_url = stack.enter_context(run_asgi_in_thread(create_alma_iso_sandbox()))
         make_institution(
             engine,
@@ -117,16 +119,7 @@ def running_system(
                 "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
                 "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},
             },
-            worldshare={
-                "base_url": f"{worldshare_url}/ILL",
-                "token_url": f"{worldshare_url}/oauth/token",
-                "scope": "WorldShareILL",
-                "key": "sandbox-key",
-                "secret": "sandbox-secret",
-                "institution_id": "128807",
-                "billing_address": LIBRARY_ADDRESS,
-                **(library or {}),
-            },
+            worldshare={**sandbox_worldshare(worldshare_url), **(library or {})},
             policy={"poll_interval_seconds": 1, **(policy or {})},
         )
         token = make_token(engine, ["admin"])

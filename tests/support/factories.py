@@ -47,3 +47,20 @@ def make_token(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# The library's own address, which OCLC requires on a create (never a patron's).
+LIBRARY_ADDRESS = {"attention": "Interlibrary Loan", "address1": "1 University Ave"}
+
+
+def sandbox_worldshare(sandbox_url: str) -> dict[str, Any]:
+    """An institution's `worldshare` group for the WorldShare sandbox served at `sandbox_url`."""
+    return {
+        "base_url": f"{sandbox_url}/ILL",
+        "token_url": f"{sandbox_url}/oauth/token",
+        "scope": "WorldShareILL",
+        "key": "sandbox-key",
+        "secret": "sandbox-secret",
+        "institution_id": "128807",
+        "billing_address": LIBRARY_ADDRESS,
+    }

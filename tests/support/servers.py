@@ -13,11 +13,14 @@ import uvicorn
 
 
 @contextmanager
-def run_asgi_in_thread(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
-    """Yield the base URL (`http://127.0.0.1:<port>`) while uvicorn serves `app`."""
+def run_asgi_in_thread(app: Any, *, port: int = 0, startup_timeout: float = 10.0) -> Iterator[str]:
+    """Yield the base URL (`http://127.0.0.1:<port>`) while uvicorn serves `app`.
+
+    `port` 0 takes a free one; a given port lets a test serve the same app again where it was.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="auto")
     server = uvicorn.Server(config)

@@ -53,6 +53,15 @@ from app.timeutil import utcnow
 log = logging.getLogger("illbridge.institutions")
 
 # Each group's URLs, and the columns of the secrets that group's calls carry.
+# Policy settings: the same name on the API's `policy` group and on the institution row.
+POLICY_FIELDS = (
+    "cancel_reason",
+    "stale_after_days",
+    "patron_due_date_offset_days",
+    "retention_days",
+    "poll_interval_seconds",
+    "status_map",
+)
 GROUP_URLS = {"alma": ("api_base_url", "iso18626_url"), "worldshare": ("base_url", "token_url")}
 GROUP_SECRETS = {
     "alma": {
@@ -76,17 +85,7 @@ FIELD_OF_COLUMN = {
     "worldshare_token_url": "worldshare.token_url",
     "worldshare_scope": "worldshare.scope",
     "worldshare_institution_id": "worldshare.institution_id",
-    **{
-        name: f"policy.{name}"
-        for name in (
-            "cancel_reason",
-            "stale_after_days",
-            "patron_due_date_offset_days",
-            "retention_days",
-            "poll_interval_seconds",
-            "status_map",
-        )
-    },
+    **{name: f"policy.{name}" for name in POLICY_FIELDS},
     **SECRET_COLUMNS,
 }
 # A token's last use is recorded at most this often, so reads do not all become writes.
@@ -347,14 +346,7 @@ def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSe
 
 
 def _apply_policy(institution: Institution, policy: PolicyIn) -> None:
-    for name in (
-        "cancel_reason",
-        "stale_after_days",
-        "patron_due_date_offset_days",
-        "retention_days",
-        "poll_interval_seconds",
-        "status_map",
-    ):
+    for name in POLICY_FIELDS:
         value = getattr(policy, name)
         if value is not None:
             setattr(institution, name, value)

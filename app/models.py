@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
 from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
+from app.borrowing.tasks import StaffTask
 from app.db import metadata
 from app.institutions.models import ApiToken, Institution, InstitutionAudit
 from app.jobs.models import Job
@@ -13,5 +14,6 @@ __all__ = [
     "InstitutionAudit",
     "Job",
     "RequestEvent",
+    "StaffTask",
     "metadata",
 ]

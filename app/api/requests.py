@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
 from app.api.routing import AuthFirstRoute
-from app.borrowing import queries, service
+from app.borrowing import queries, service, tasks
 from app.borrowing.models import BorrowingRequest, InboxSource, RequestOrigin
 from app.borrowing.schemas import (
     BorrowingRequestCreate,
@@ -164,7 +164,9 @@ def get_request(
     """One request with its timeline (every event, applied or refused)."""
     request = _visible_request(session, token, request_id)
     code = codes_by_id(session, {request.institution_id})[request.institution_id]
-    return queries.to_detail(request, code, queries.timeline(session, request_id))
+    return queries.to_detail(
+        request, code, queries.timeline(session, request_id), tasks.open_tasks(session, request)
+    )
 
 
 @router.post("/{request_id}/resolve")
@@ -175,7 +177,9 @@ def resolve_attention(
     wake: WakeWorker,
     body: ResolveAttention | None = None,
 ) -> BorrowingRequestPublic:
-    """Staff did what the flag asked (e.g. cancelled the WorldShare request): clear the flag.
+    """Staff did what the flag or a task asked (e.g. cancelled the WorldShare request).
+
+    With no body: the flag is cleared and every open task closed; with `task`: that task only.
 
     For an export whose answer was lost, say what was found in WorldShare: the id of the request
     carrying the Alma id as its reference (linked; polling starts), or `export_again`. The
@@ -186,10 +190,20 @@ def resolve_attention(
         request = _visible_request(session, token, request_id)
         institution = session.get(Institution, request.institution_id)
         assert institution is not None
-        if body.worldshare_request_id is None and not body.export_again:
-            if not request.needs_attention:
-                raise Conflict(f"request {request_id} is not flagged")
-            service.clear_flag(session, request, source="operator", why=f"resolved by {token.name}")
+        done = f"resolved by {token.name}"
+        if body.task is not None:
+            closed = tasks.close_task(
+                session, request, body.task, source="operator", resolution=done
+            )
+            if not closed:
+                raise Conflict(f"request {request_id} has no open {body.task.value} task")
+        elif body.worldshare_request_id is None and not body.export_again:
+            open_tasks = tasks.open_tasks(session, request)
+            if not request.needs_attention and not open_tasks:
+                raise Conflict(f"request {request_id} is not flagged and has no open task")
+            service.clear_flag(session, request, source="operator", why=done)
+            for task in open_tasks:
+                tasks.close_task(session, request, task.kind, source="operator", resolution=done)
         elif request.export_attempted_at is None or request.worldshare_request_id is not None:
             raise Conflict(f"request {request_id} has no export whose outcome is unknown")
         else:

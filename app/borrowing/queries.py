@@ -13,7 +13,9 @@ from app.borrowing.schemas import (
     BorrowingRequestDetail,
     BorrowingRequestPublic,
     RequestEventPublic,
+    StaffTaskPublic,
 )
+from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,23 @@ def to_public(request: BorrowingRequest, institution_code: str) -> BorrowingRequ
 
 
 def to_detail(
-    request: BorrowingRequest, institution_code: str, events: list[RequestEvent]
+    request: BorrowingRequest,
+    institution_code: str,
+    events: list[RequestEvent],
+    tasks: list[StaffTask],
 ) -> BorrowingRequestDetail:
     return BorrowingRequestDetail(
         **to_public(request, institution_code).model_dump(),
+        tasks=[
+            StaffTaskPublic(
+                id=t.id or 0,
+                kind=t.kind,
+                reason=t.reason,
+                how_to_resolve=HOW_TO_RESOLVE[t.kind],
+                opened_at=t.opened_at,
+            )
+            for t in tasks
+        ],
         events=[
             RequestEventPublic(
                 at=e.at,

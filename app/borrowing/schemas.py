@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 
 from app.borrowing.citation import Citation
+from app.borrowing.tasks import TaskKind
 from app.validation import StrictInput
 
 ALMA_REQUEST_ID_MAX_CHARS = 128
@@ -31,7 +32,11 @@ class BorrowingRequestCreate(StrictInput):
 
 
 class ResolveAttention(StrictInput):
-    """What staff did; empty to say the flagged task is done."""
+    """What staff did; empty to say the flag and every open task of the request are done."""
+
+    task: TaskKind | None = Field(
+        default=None, description="Close only this open task of the request"
+    )
 
     worldshare_request_id: Annotated[
         str | None, Field(min_length=1, max_length=64, pattern=r"^[0-9]+$")
@@ -47,8 +52,9 @@ class ResolveAttention(StrictInput):
 
     @model_validator(mode="after")
     def _one_answer(self) -> ResolveAttention:
-        if self.worldshare_request_id is not None and self.export_again:
-            raise ValueError("give a worldshare_request_id or export_again, not both")
+        answers = [self.task is not None, self.worldshare_request_id is not None, self.export_again]
+        if sum(answers) > 1:
+            raise ValueError("give one of task, worldshare_request_id or export_again")
         return self
 
 
@@ -81,7 +87,16 @@ class BorrowingRequestPublic(BaseModel):
     closed_at: datetime | None
 
 
+class StaffTaskPublic(BaseModel):
+    id: int
+    kind: TaskKind
+    reason: str
+    how_to_resolve: str
+    opened_at: datetime
+
+
 class BorrowingRequestDetail(BorrowingRequestPublic):
+    tasks: list[StaffTaskPublic] = Field(description="Open staff tasks, oldest first")
     events: list[RequestEventPublic]
 
 

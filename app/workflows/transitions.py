@@ -13,11 +13,11 @@ from sqlmodel import Session
 from app.borrowing import service
 from app.borrowing.models import BorrowingRequest, RequestOrigin
 from app.borrowing.states import ALMA_NOTICES, AlmaNotice, RequestState, Trigger
+from app.borrowing.tasks import TaskKind, close_task, open_task
 from app.jobs.queue import enqueue
 from app.timeutil import utcnow
 from app.workflows.kinds import NOTIFY_ALMA, NoticePayload
 
-RENEWAL_TASK = "Staff task: ask the lender to renew"
 CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
 
 
@@ -63,11 +63,12 @@ def request_renewal(session: Session, request: BorrowingRequest, source: str) ->
     """Alma asks for a renewal. WorldShare's API cannot ask the lender, so staff get a task."""
     if not advance(session, request, Trigger.RENEWAL_REQUESTED, source):
         return False
-    service.flag(
+    open_task(
         session,
         request,
-        f"{RENEWAL_TASK} WorldShare request {request.worldshare_request_id} "
-        "(Alma asked for a renewal; the answer is picked up by polling)",
+        TaskKind.RENEW_IN_WORLDSHARE,
+        f"Alma asked for a renewal: ask the lender to renew WorldShare request "
+        f"{request.worldshare_request_id}; the answer is picked up by polling",
         source=source,
     )
     return True
@@ -79,8 +80,13 @@ def answer_renewal(
     """The lender approved or refused a renewal: apply it and withdraw the staff task."""
     if not advance(session, request, trigger, source, detail=detail):
         return False
-    if (request.attention_reason or "").startswith(RENEWAL_TASK):
-        service.clear_flag(session, request, source=source, why="the lender answered the renewal")
+    close_task(
+        session,
+        request,
+        TaskKind.RENEW_IN_WORLDSHARE,
+        source=source,
+        resolution="the lender answered the renewal",
+    )
     return True
 
 
@@ -100,11 +106,12 @@ def cancel_from_alma(session: Session, request: BorrowingRequest, source: str) -
         return False
     advance(session, request, Trigger.CANCELLED, source, notice=AlmaNotice.CANCEL_YES)
     if request.worldshare_request_id:
-        service.flag(
+        open_task(
             session,
             request,
-            f"Staff task: cancel WorldShare request {request.worldshare_request_id} "
-            "(cancelled in Alma; WorldShare's API cannot cancel)",
+            TaskKind.CANCEL_IN_WORLDSHARE,
+            f"Cancelled in Alma: cancel WorldShare request {request.worldshare_request_id} "
+            "(WorldShare's API cannot cancel)",
             source=source,
         )
     return True

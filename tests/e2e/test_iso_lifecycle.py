@@ -91,13 +91,14 @@ def test_full_loan_life_cycle(fast_settings, engine):
         assert alma_says(system, "ALMA-1", Action.RENEW).message_status is MessageStatus.OK
         asked = system.find("ALMA-1")
         assert asked["state"] == "renewal_requested"
-        assert asked["needs_attention"] and "renew" in asked["attention_reason"]
+        assert [t["kind"] for t in asked["tasks"]] == ["renew_in_worldshare"]
+        assert ws_id in asked["tasks"][0]["reason"]
 
         system.lender(ws_id, "renewal", approve=True, due_date="2027-02-15")
         renewed = wait_for(lambda: in_state(system, "ALMA-1", "in_library"), what="renewal")
         assert renewed["lender_due_date"] == "2027-02-15"
         assert renewed["patron_due_date"] == "2027-02-08"
-        assert not renewed["needs_attention"]
+        assert not renewed["needs_attention"] and renewed["tasks"] == []
         wait_for(lambda: len(system.alma_messages("ALMA-1")) >= 3 or None, what="RenewResponse")
         renew = system.alma_messages("ALMA-1")[2]
         assert (renew["reasonForMessage"], renew["answerYesNo"]) == ("RenewResponse", "Y")
@@ -140,7 +141,9 @@ def test_cancel_before_the_lender_ships(fast_settings, engine):
         cancelled = system.find("ALMA-C")
         assert cancelled["state"] == "cancelled"
         # WorldShare's API cannot cancel: staff are told to, with the WorldShare id.
-        assert exported["worldshare_request_id"] in cancelled["attention_reason"]
+        [task] = cancelled["tasks"]
+        assert task["kind"] == "cancel_in_worldshare"
+        assert exported["worldshare_request_id"] in task["reason"]
         wait_for(lambda: ("CancelResponse", "Cancelled", "Y") in notices(system, "ALMA-C"))
 
 
@@ -235,20 +238,24 @@ def test_alma_unavailable_is_retried_until_it_answers(fast_settings, engine):
         assert not system.find("ALMA-503")["needs_attention"]
 
 
-def test_staff_clear_a_flag_once_the_task_is_done(fast_settings, engine):
+def test_staff_close_a_task_once_it_is_done(fast_settings, engine):
     with running_system(fast_settings, engine) as system:
         alma_says(system, "ALMA-T")
         wait_for(lambda: in_state(system, "ALMA-T", "exported"))
         alma_says(system, "ALMA-T", Action.CANCEL)
-        flagged = system.find("ALMA-T")
-        assert flagged["needs_attention"]
-        resolved = system.api("POST", f"/api/v1/requests/{flagged['id']}/resolve")
+        tasked = system.find("ALMA-T")
+        assert [t["kind"] for t in tasked["tasks"]] == ["cancel_in_worldshare"]
+        path = f"/api/v1/requests/{tasked['id']}/resolve"
+        wrong = system.api("POST", path, json={"task": "renew_in_worldshare"})
+        assert (wrong.status_code, wrong.json()["error"]) == (409, "conflict")
+        resolved = system.api("POST", path, json={"task": "cancel_in_worldshare"})
         assert resolved.status_code == 200, resolved.text
-        assert not resolved.json()["needs_attention"]
-        again = system.api("POST", f"/api/v1/requests/{flagged['id']}/resolve")
+        assert system.find("ALMA-T")["tasks"] == []
+        again = system.api("POST", path)
         assert (again.status_code, again.json()["error"]) == (409, "conflict")
-        cleared = [e for e in system.find("ALMA-T")["events"] if e["kind"] == "flag_cleared"]
-        assert cleared[-1]["source"] == "operator"
+        closed = [e for e in system.find("ALMA-T")["events"] if e["kind"] == "task_closed"]
+        assert closed[-1]["source"] == "operator"
+        assert closed[-1]["detail"]["task"] == "cancel_in_worldshare"
 
 
 @pytest.mark.parametrize("code", [None, "guessed-code"], ids=["missing", "wrong"])

@@ -546,7 +546,7 @@ def test_resolve_refuses_what_does_not_fit(fast_settings: Settings, engine: Engi
         )
         assert both.status_code == 422
         assert both.json()["error"] == "validation_error"
-        assert "not both" in both.json()["detail"]
+        assert "give one of" in both.json()["detail"]
         assert system.request(created["id"])["state"] == "exported"
         assert sandbox_get(system, "/_sandbox/stats")["creates"] == 1
 

@@ -247,10 +247,11 @@ _SUPPLIER_MESSAGES: Mapping[
 ] = MappingProxyType(
     {
         AlmaNotice.EXPECT_TO_SUPPLY: (None, Status.EXPECT_TO_SUPPLY, None),
-        AlmaNotice.WILL_SUPPLY: (None, Status.WILL_SUPPLY, None),
+        AlmaNotice.WILL_SUPPLY: (None, None, None),
         AlmaNotice.LOANED: (None, Status.LOANED, None),
+        AlmaNotice.COPY_COMPLETED: (None, Status.COPY_COMPLETED, None),
         AlmaNotice.RENEW_YES: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, True),
-        AlmaNotice.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, False),
+        AlmaNotice.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, None, False),
         AlmaNotice.LOAN_COMPLETED: (None, Status.LOAN_COMPLETED, None),
         AlmaNotice.UNFILLED: (None, Status.UNFILLED, None),
         AlmaNotice.CANCELLED: (None, Status.CANCELLED, None),
@@ -292,10 +293,11 @@ def supplier_message(
     kind              reasonForMessage       status            answerYesNo
     ================  =====================  ================  ===========
     expect_to_supply  RequestResponse        ExpectToSupply    -
-    will_supply       RequestResponse        WillSupply        -
+    will_supply       RequestResponse        supply_status     -
     loaned            StatusChange           Loaned            -
+    copy_completed    StatusChange           CopyCompleted     -
     renew_yes         RenewResponse          Loaned            Y
-    renew_no          RenewResponse          Loaned            N
+    renew_no          RenewResponse          ``status``        N
     loan_completed    RequestResponse        LoanCompleted     -
     unfilled          RequestResponse        Unfilled          -
     cancelled         StatusChange           Cancelled         -
@@ -304,10 +306,13 @@ def supplier_message(
     status_answer     StatusRequestResponse  ``status``        -
     ================  =====================  ================  ===========
 
-    ``status`` is given for cancel_no and status_answer only; renew_yes needs the new
-    ``due_date``. A bare date is sent as noon UTC that day.
+    ``status`` is given for cancel_no, renew_no and status_answer only; will_supply reports the
+    profile's ``supply_status`` (WillSupply); renew_yes needs the new ``due_date``. A bare date
+    is sent as noon UTC that day.
     """
     reason, planned_status, answer = _SUPPLIER_MESSAGES[kind]
+    if kind is AlmaNotice.WILL_SUPPLY:
+        planned_status = profile.supply_status
     if planned_status is not None and status is not None:
         raise ValueError(f"{kind} always reports {planned_status}; it takes no status")
     if kind is AlmaNotice.RENEW_YES and due_date is None:

@@ -5,6 +5,7 @@ Pure: given what the request says now, the ISO 18626 supplyingAgencyMessage to s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -13,6 +14,7 @@ from app.alma.iso18626 import (
     AgencyId,
     AlmaProfile,
     Header,
+    ReturnAddress,
     Status,
     supplier_message,
 )
@@ -50,6 +52,8 @@ class NoticeSubject:
     lender_due_date: date | None
     item_barcode: str | None
     copy: bool = False
+    # The lender's return address in OCLC's fields (address1, locality, postal…), if known.
+    return_address: Mapping[str, str] | None = None
 
 
 def current_status(subject: NoticeSubject, profile: AlmaProfile = ALMA_DEFAULT) -> Status:
@@ -81,4 +85,20 @@ def build_notice(
         due_date=subject.lender_due_date if carries_due_date else None,
         item_id=subject.item_barcode if kind is AlmaNotice.LOANED else None,
         date_sent=now if kind is AlmaNotice.LOANED else None,
+        return_to=_return_to(subject.return_address) if kind is AlmaNotice.LOANED else None,
+    )
+
+
+def _return_to(address: Mapping[str, str] | None) -> ReturnAddress | None:
+    """OCLC's address fields as ISO ``returnInfo``; the attention line is the name."""
+    if not address or not address.get("address1"):
+        return None
+    return ReturnAddress(
+        name=address.get("attention"),
+        line1=address.get("address1"),
+        line2=address.get("address2"),
+        locality=address.get("locality"),
+        postal_code=address.get("postal"),
+        region=address.get("region"),
+        country=address.get("country"),
     )

@@ -85,6 +85,10 @@ class BorrowingRequest(SQLModel, table=True):
     renewal_asked_renewals: int | None = None
     renewal_asked_due_date: date | None = None
     renewal_asked_status: str | None = Field(default=None, max_length=64)
+    # Where the lender wants the item back (OCLC's address fields), when WorldShare says.
+    lender_return_address: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
     # Alma asked to cancel an exported request: answered once WorldShare shows what happened.
     cancel_asked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -49,6 +49,7 @@ def plan_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> Delive
         lender_due_date=request.lender_due_date,
         item_barcode=request.item_barcode,
         copy=request.service_kind is ServiceKind.COPY,
+        return_address=request.lender_return_address,
     )
     return Delivery(url=institution.alma_iso18626_url, message=build_notice(notice, subject))
 

@@ -139,6 +139,8 @@ def apply_lender_status(
     request.lender_status = lender.status
     request.lender_renewals = news.renewals
     request.lender_renewal_status = news.renewal_status
+    if lender.return_address is not None:
+        request.lender_return_address = lender.return_address
     session.add(request)
     detail: dict[str, str | None] = {"lender_status": lender.status}
     for step in steps:

@@ -26,6 +26,7 @@ _REQUEST_COLUMNS = (
     "renewal_asked_due_date",
     "renewal_asked_status",
     "cancel_asked_at",
+    "lender_return_address",
 )
 
 
@@ -59,6 +60,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("cancel_asked_at", app.timeutil.UTCDateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(sa.Column("lender_return_address", sa.JSON(), nullable=True))
     with op.batch_alter_table("institution", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(

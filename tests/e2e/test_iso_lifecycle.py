@@ -484,3 +484,38 @@ def test_a_message_without_the_institutions_security_code_is_refused(fast_settin
         assert system.find("ALMA-X") is None
         exports = system.api("GET", "/api/v1/jobs", params={"kind": "worldshare.export"})
         assert exports.json()["items"] == []
+
+
+def test_loaned_carries_the_lenders_return_address(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-RA")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-RA", "exported"))["worldshare_request_id"]
+        address = {
+            "attention": "ILL Lending",
+            "address1": "1 Library Walk",
+            "locality": "Gainesville",
+            "postal": "32611",
+        }
+        system.lender(ws_id, "ship", due_date="2027-06-01", return_address=address)
+        wait_for(lambda: len(system.alma_messages("ALMA-RA")) >= 2 or None, what="Loaned")
+        loaned = system.alma_messages("ALMA-RA")[1]
+        assert loaned["status"] == "Loaned"
+        assert loaned["returnTo"] == "1 Library Walk, Gainesville, 32611"
+
+
+def test_the_item_id_alma_gets_has_the_institutions_prefix(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        changed = system.api(
+            "PATCH",
+            "/api/v1/institutions/UNIV",
+            json={"alma": {"item_barcode_prefix": "FLVC-ILL-"}},
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["alma"]["item_barcode_prefix"] == "FLVC-ILL-"
+        alma_says(system, "ALMA-PFX")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-PFX", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-06-01")
+        shipped = wait_for(lambda: in_state(system, "ALMA-PFX", "shipped"))
+        assert shipped["item_barcode"] == f"FLVC-ILL-{shipped['id']:09d}"
+        wait_for(lambda: len(system.alma_messages("ALMA-PFX")) >= 2 or None, what="Loaned")
+        assert system.alma_messages("ALMA-PFX")[1]["itemId"] == shipped["item_barcode"]

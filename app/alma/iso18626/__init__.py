@@ -30,6 +30,7 @@ from app.alma.iso18626.messages import RequestingAgencyMessage as RequestingAgen
 from app.alma.iso18626.messages import (
     RequestingAgencyMessageConfirmation as RequestingAgencyMessageConfirmation,
 )
+from app.alma.iso18626.messages import ReturnAddress as ReturnAddress
 from app.alma.iso18626.messages import ServiceType as ServiceType
 from app.alma.iso18626.messages import Status as Status
 from app.alma.iso18626.messages import SupplyingAgencyMessage as SupplyingAgencyMessage

@@ -29,6 +29,7 @@ from app.alma.iso18626.messages import (
     ReasonForMessage,
     RequestConfirmation,
     RequestingAgencyMessageConfirmation,
+    ReturnAddress,
     Status,
     SupplyingAgencyMessageConfirmation,
     confirmation_for,
@@ -215,9 +216,11 @@ def encode_supplying_agency_message(
     last_change: datetime | None = None,
     item_id: str | None = None,
     date_sent: datetime | None = None,
+    return_to: ReturnAddress | None = None,
 ) -> bytes:
     """``lastChange`` defaults to the header timestamp; ``deliveryInfo`` appears with an item id
-    or a date sent (``dateSent`` defaulting to the header timestamp)."""
+    or a date sent (``dateSent`` defaulting to the header timestamp); ``returnInfo`` with
+    ``return_to``."""
     root, message = _document(MessageKind.SUPPLYING_AGENCY_MESSAGE)
     _header_element(message, header)
     info = _sub(message, "messageInfo")
@@ -235,7 +238,24 @@ def encode_supplying_agency_message(
         delivery = _sub(message, "deliveryInfo")
         _sub(delivery, "dateSent", _xs_datetime(date_sent or header.timestamp))
         _optional(delivery, "itemId", item_id)
+    if return_to is not None:
+        _return_info(message, return_to)
     return _finish(root)
+
+
+def _return_info(message: etree._Element, address: ReturnAddress) -> None:
+    info = _sub(message, "returnInfo")
+    _optional(info, "name", address.name)
+    physical = _sub(info, "physicalAddress")
+    for name, value in (
+        ("line1", address.line1),
+        ("line2", address.line2),
+        ("locality", address.locality),
+        ("postalCode", address.postal_code),
+        ("region", address.region),
+        ("country", address.country),
+    ):
+        _optional(physical, name, value)
 
 
 # --- what the bridge tells Alma ---------------------------------------------------------------
@@ -284,6 +304,7 @@ def supplier_message(
     date_sent: datetime | None = None,
     note: str | None = None,
     reason_unfilled: str | None = None,
+    return_to: ReturnAddress | None = None,
 ) -> bytes:
     """The supplyingAgencyMessage for ``kind``, shaped the way ``profile``'s Alma accepts it.
 
@@ -334,4 +355,5 @@ def supplier_message(
         due_date=_lender_due_date(due_date) if due_date is not None else None,
         item_id=item_id,
         date_sent=date_sent,
+        return_to=return_to,
     )

@@ -183,6 +183,13 @@ def test_cancel_is_answered_yes_once_worldshare_shows_it_cancelled(fast_settings
         assert cancelled["tasks"] == []
         wait_for(lambda: ("CancelResponse", "Cancelled", "Y") in notices(system, "ALMA-C"))
         assert system.alma_request("ALMA-C")["cancelAnswer"] == "Y"
+        # Cancel again once cancelled: a business answer with today's status, not an ERROR.
+        assert alma_says(system, "ALMA-C", Action.CANCEL).message_status is MessageStatus.OK
+        wait_for(
+            lambda: (
+                notices(system, "ALMA-C").count(("CancelResponse", "Cancelled", "Y")) == 2 or None
+            )
+        )
 
 
 def test_cancel_is_answered_no_when_the_lender_shipped_first(fast_settings, engine):

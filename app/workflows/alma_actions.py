@@ -78,6 +78,9 @@ def apply_action(
     applied = True
     if action is Action.RECEIVED:
         applied = transitions.advance(session, request, Trigger.ITEM_RECEIVED, SOURCE)
+        if applied and request.cancel_asked_at is not None:
+            # The item came after all: the held Cancel is answered N now.
+            transitions.answer_cancel(session, request, False, SOURCE)
     elif action is Action.SHIPPED_RETURN:
         applied = transitions.shipped_return(session, request, SOURCE)
     elif action is Action.RENEW:

@@ -202,6 +202,13 @@ def shipped_return(session: Session, request: BorrowingRequest, source: str) -> 
     """Alma's staff shipped the item back. WorldShare's API cannot mark it returned: a task."""
     if not advance(session, request, Trigger.SHIPPED_RETURN, source):
         return False
+    close_task(
+        session,
+        request,
+        TaskKind.RENEW_IN_WORLDSHARE,
+        source=source,
+        resolution="the item was shipped back before the lender answered the renewal",
+    )
     open_task(
         session,
         request,

@@ -526,3 +526,14 @@ def test_the_item_id_alma_gets_has_the_institutions_prefix(fast_settings, engine
         assert shipped["item_barcode"] == f"FLVC-ILL-{shipped['id']:09d}"
         wait_for(lambda: len(system.alma_messages("ALMA-PFX")) >= 2 or None, what="Loaned")
         assert system.alma_messages("ALMA-PFX")[1]["itemId"] == shipped["item_barcode"]
+
+
+def test_a_held_cancel_is_answered_no_when_alma_receives_the_item(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-CR")
+        wait_for(lambda: in_state(system, "ALMA-CR", "exported"))
+        alma_says(system, "ALMA-CR", Action.CANCEL)
+        assert alma_says(system, "ALMA-CR", Action.RECEIVED).message_status is MessageStatus.OK
+        received = system.find("ALMA-CR")
+        assert received["state"] == "in_library" and received["tasks"] == []
+        wait_for(lambda: ("CancelResponse", "Loaned", "N") in notices(system, "ALMA-CR"))

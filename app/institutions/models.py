@@ -43,6 +43,10 @@ class Institution(SQLModel, table=True):
     alma_agency_id_value: str | None = Field(default=None, max_length=128)
     bridge_agency_id_type: str | None = Field(default=None, max_length=64)
     bridge_agency_id_value: str | None = Field(default=None, max_length=128)
+    # Which `app.alma.iso18626.profile.PROFILES` entry this Alma speaks.
+    alma_iso18626_profile: str = Field(
+        default="alma", sa_column=Column(String(32), nullable=False, server_default="alma")
+    )
     # Put before the item ids given to Alma, so they cannot collide with the library's barcodes.
     alma_item_barcode_prefix: str = Field(
         default="ILL-", sa_column=Column(String(32), nullable=False, server_default="ILL-")

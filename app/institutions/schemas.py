@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -80,6 +80,11 @@ class AlmaSettingsIn(StrictInput):
     agency_id: AgencyId | None = Field(default=None, description="Alma's own ISO 18626 agency id")
     bridge_agency_id: AgencyId | None = Field(
         default=None, description="The agency id Alma knows the bridge by (the partner's code)"
+    )
+    iso18626_profile: Literal["alma", "expect_to_supply"] | None = Field(
+        default=None,
+        description="How this Alma speaks ISO 18626: alma (default: WillSupply after export) or "
+        "expect_to_supply (a requester that reads ExpectToSupply)",
     )
     item_barcode_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{0,32}$")] | None = Field(
         default=None,
@@ -176,6 +181,7 @@ class AlmaSettingsOut(BaseModel):
     agency_id: AgencyIdOut | None
     bridge_agency_id: AgencyIdOut | None
     item_barcode_prefix: str
+    iso18626_profile: str
 
 
 class WorldShareSettingsOut(BaseModel):

@@ -83,6 +83,7 @@ FIELD_OF_COLUMN = {
     "bridge_agency_id_type": "alma.bridge_agency_id",
     "bridge_agency_id_value": "alma.bridge_agency_id",
     "alma_item_barcode_prefix": "alma.item_barcode_prefix",
+    "alma_iso18626_profile": "alma.iso18626_profile",
     "worldshare_base_url": "worldshare.base_url",
     "worldshare_token_url": "worldshare.token_url",
     "worldshare_scope": "worldshare.scope",
@@ -319,6 +320,8 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
         institution.bridge_agency_id_value = alma.bridge_agency_id.value
     if alma.item_barcode_prefix is not None:
         institution.alma_item_barcode_prefix = alma.item_barcode_prefix
+    if alma.iso18626_profile is not None:
+        institution.alma_iso18626_profile = alma.iso18626_profile
 
 
 def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSettingsIn) -> None:
@@ -384,6 +387,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
                 institution.bridge_agency_id_type, institution.bridge_agency_id_value
             ),
             item_barcode_prefix=institution.alma_item_barcode_prefix,
+            iso18626_profile=institution.alma_iso18626_profile,
         ),
         worldshare=WorldShareSettingsOut(
             base_url=institution.worldshare_base_url,

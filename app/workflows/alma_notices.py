@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from app.alma.iso18626 import AgencyId
+from app.alma.iso18626 import DEFAULT_PROFILE, PROFILES, AgencyId
 from app.alma.iso_client import send_supplier_message
 from app.alma.notices import NoticeSubject, build_notice
 from app.borrowing import service
@@ -51,7 +51,10 @@ def plan_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> Delive
         copy=request.service_kind is ServiceKind.COPY,
         return_address=request.lender_return_address,
     )
-    return Delivery(url=institution.alma_iso18626_url, message=build_notice(notice, subject))
+    profile = PROFILES.get(institution.alma_iso18626_profile, PROFILES[DEFAULT_PROFILE])
+    return Delivery(
+        url=institution.alma_iso18626_url, message=build_notice(notice, subject, profile)
+    )
 
 
 def record_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> None:

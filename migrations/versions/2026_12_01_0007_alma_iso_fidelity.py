@@ -64,6 +64,14 @@ def upgrade() -> None:
     with op.batch_alter_table("institution", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
+                "alma_iso18626_profile",
+                sa.String(length=32),
+                server_default="alma",
+                nullable=False,
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
                 "alma_item_barcode_prefix",
                 sa.String(length=32),
                 server_default="ILL-",
@@ -89,6 +97,7 @@ def downgrade() -> None:
     with op.batch_alter_table("institution", schema=None) as batch_op:
         batch_op.drop_column("close_on")
         batch_op.drop_column("alma_item_barcode_prefix")
+        batch_op.drop_column("alma_iso18626_profile")
     with op.batch_alter_table("borrowing_request", schema=None) as batch_op:
         for column in reversed(_REQUEST_COLUMNS):
             batch_op.drop_column(column)

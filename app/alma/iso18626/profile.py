@@ -53,6 +53,16 @@ class AlmaProfile:
 
 
 ALMA_DEFAULT = AlmaProfile()
+# The profiles an institution can choose (`alma.iso18626_profile`), by name.
+PROFILES: Mapping[str, AlmaProfile] = MappingProxyType(
+    {
+        "alma": ALMA_DEFAULT,
+        # A requester that reads the standard's first answer, as ISO 18626 brokers other than
+        # Alma do.
+        "expect_to_supply": AlmaProfile(supply_status=Status.EXPECT_TO_SUPPLY),
+    }
+)
+DEFAULT_PROFILE = "alma"
 
 
 def _cut_between(text: str, markers: tuple[str, str]) -> tuple[str, str | None]:

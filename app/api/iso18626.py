@@ -14,7 +14,6 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
 
@@ -34,6 +33,7 @@ from app.alma.iso18626 import (
     MessageKind,
     MessageStatus,
     RequestingAgencyMessage,
+    ServiceType,
     encode_error_confirmation,
     encode_request_confirmation,
     encode_requesting_agency_message_confirmation,
@@ -48,6 +48,7 @@ from app.borrowing.schemas import (
     ALMA_REQUEST_ID_PATTERN,
     REQUESTER_USER_ID_MAX_CHARS,
 )
+from app.borrowing.states import TERMINAL_STATES, ServiceKind
 from app.db import write_session
 from app.errors import ERROR_RESPONSES
 from app.institutions.models import Institution
@@ -61,6 +62,7 @@ ISO_BODY = ("application/xml", "text/xml")
 ISO_MEDIA_TYPES = frozenset(ISO_BODY)
 XML_MEDIA_TYPE = "application/xml"
 SENDER_NOT_RECOGNISED = "sender not recognised"
+REQUEST_ID_USED = "request id already used"
 ALMA_REQUEST_ID = re.compile(ALMA_REQUEST_ID_PATTERN)
 
 router = APIRouter(tags=["iso18626"])
@@ -90,13 +92,14 @@ def _xml(body: bytes, status_code: int = 200) -> Response:
 
 def _confirmation(
     message: IsoRequest | RequestingAgencyMessage,
-    received_at: datetime,
     *,
     error_type: ErrorType | None = None,
     error_value: str | None = None,
     echo_request_id: bool = True,
 ) -> bytes:
     status = MessageStatus.ERROR if error_type else MessageStatus.OK
+    # timestampReceived repeats the sender's own timestamp: how Alma matches the answer.
+    received_at = message.header.timestamp
     echo = message.echo
     if not echo_request_id:
         echo = replace(echo, requesting_agency_request_id=None)
@@ -187,7 +190,6 @@ async def receive_iso18626(
         return _xml(
             _confirmation(
                 message,
-                received_at,
                 error_type=refusal.error_type,
                 error_value=refusal.error_value,
                 echo_request_id=refusal.echo_request_id,
@@ -204,12 +206,11 @@ async def receive_iso18626(
         return _xml(
             _confirmation(
                 message,
-                received_at,
                 error_type=ErrorType.UNRECOGNISED_DATA_VALUE,
                 error_value=outcome.error,
             )
         )
-    return _xml(_confirmation(message, received_at))
+    return _xml(_confirmation(message))
 
 
 def check_identifiers(message: IsoRequest | RequestingAgencyMessage) -> None:
@@ -322,6 +323,12 @@ def _same_agency(agency: AgencyId, kind: str | None, value: str | None) -> bool:
 
 
 def _take_request(session: Session, institution: Institution, message: IsoRequest) -> Outcome:
+    assert institution.id is not None
+    alma_request_id = message.header.requesting_agency_request_id
+    known = service.find_request(session, institution.id, alma_request_id=alma_request_id)
+    if known is not None and known.state in TERMINAL_STATES:
+        # A new request under an id that has run its course is not a re-send (as CrossLink).
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, REQUEST_ID_USED)
     try:
         citation = Citation.model_validate(message.citation)
     except ValidationError as exc:
@@ -334,9 +341,19 @@ def _take_request(session: Session, institution: Institution, message: IsoReques
         origin=RequestOrigin.ISO18626,
         inbox=InboxSource.ISO18626,
         summary={"service_type": message.service_type.value if message.service_type else None},
+        service_kind=_service_kind(message),
     )
     _request, created = intake.take_request(session, institution, new)
     return Outcome(inbox=InboxOutcome.ACCEPTED if created else InboxOutcome.DUPLICATE)
+
+
+def _service_kind(message: IsoRequest) -> ServiceKind:
+    """Copy or loan: as Alma says, or (CopyOrLoan, unsaid) a copy when a part is asked for."""
+    if message.service_type is ServiceType.COPY:
+        return ServiceKind.COPY
+    if message.service_type is ServiceType.LOAN:
+        return ServiceKind.LOAN
+    return ServiceKind.COPY if message.citation["format"] == "DIGITAL" else ServiceKind.LOAN
 
 
 def _take_action(
@@ -357,17 +374,18 @@ def _take_action(
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, "requestingAgencyRequestId")
     if message.action not in alma_actions.HANDLED_ACTIONS:
         raise Refusal(ErrorType.UNSUPPORTED_ACTION_TYPE, message.action.value)
-    error = alma_actions.apply_action(session, request, message.action, header.timestamp)
-    outcome = InboxOutcome.FLAGGED if error else InboxOutcome.ACCEPTED
+    taken = alma_actions.apply_action(
+        session, request, message.action, header.timestamp, message.note
+    )
     service.record_inbound(
         session,
         source=InboxSource.ISO18626,
         external_id=external_id,
         kind=MessageKind.REQUESTING_AGENCY_MESSAGE.value,
-        outcome=outcome,
+        outcome=taken.inbox,
         institution_id=institution.id,
         request_id=request.id,
         action=message.action.value,
-        error=error,
+        error=taken.error,
     )
-    return Outcome(inbox=outcome, error=error)
+    return Outcome(inbox=taken.inbox, error=taken.error)

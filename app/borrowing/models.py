@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.borrowing.states import RequestState
+from app.borrowing.states import RequestState, ServiceKind
 from app.db import StrEnumType
 from app.timeutil import UTCDateTime, utcnow
 
@@ -62,6 +62,12 @@ class BorrowingRequest(SQLModel, table=True):
     resume_state: RequestState | None = Field(
         default=None, sa_column=Column(StrEnumType(RequestState, 32))
     )
+    service_kind: ServiceKind = Field(
+        default=ServiceKind.LOAN,
+        sa_column=Column(
+            StrEnumType(ServiceKind, 8), nullable=False, server_default=ServiceKind.LOAN.value
+        ),
+    )
 
     worldshare_request_id: str | None = Field(default=None, max_length=64, index=True)
     # Set, in a transaction of its own, just before a WorldShare create is sent; cleared when
@@ -71,6 +77,20 @@ class BorrowingRequest(SQLModel, table=True):
     lender_due_date: date | None = None
     patron_due_date: date | None = None
     item_barcode: str | None = Field(default=None, max_length=128, index=True)
+    # The lender's renewal count and answer as last polled.
+    lender_renewals: int | None = None
+    lender_renewal_status: str | None = Field(default=None, max_length=64)
+    # The lender's side when Alma asked for the renewal now pending: only news past it answers.
+    renewal_asked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    renewal_asked_renewals: int | None = None
+    renewal_asked_due_date: date | None = None
+    renewal_asked_status: str | None = Field(default=None, max_length=64)
+    # Where the lender wants the item back (OCLC's address fields), when WorldShare says.
+    lender_return_address: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True))
+    )
+    # Alma asked to cancel an exported request: answered once WorldShare shows what happened.
+    cancel_asked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     needs_attention: bool = Field(default=False, index=True)

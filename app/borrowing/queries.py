@@ -87,6 +87,7 @@ def to_public(request: BorrowingRequest, institution_code: str) -> BorrowingRequ
         attention_reason=request.attention_reason,
         lender_status=request.lender_status,
         lender_due_date=request.lender_due_date,
+        service_kind=request.service_kind,
         patron_due_date=request.patron_due_date,
         item_barcode=request.item_barcode,
         citation=request.citation,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 
 from app.borrowing.citation import Citation
+from app.borrowing.states import ServiceKind
 from app.borrowing.tasks import TaskKind
 from app.validation import StrictInput
 
@@ -75,6 +76,7 @@ class BorrowingRequestPublic(BaseModel):
     worldshare_request_id: str | None
     state: str
     origin: str
+    service_kind: ServiceKind = Field(description="loan, or copy (an article: not returned)")
     needs_attention: bool
     attention_reason: str | None
     lender_status: str | None

@@ -26,6 +26,7 @@ from app.borrowing.models import (
 from app.borrowing.states import (
     TERMINAL_STATES,
     RequestState,
+    ServiceKind,
     TransitionRefused,
     Trigger,
     next_state,
@@ -68,6 +69,7 @@ def register_request(
     requester_user_id: str | None,
     origin: RequestOrigin,
     idempotency_key: str | None = None,
+    service_kind: ServiceKind = ServiceKind.LOAN,
 ) -> tuple[BorrowingRequest, bool]:
     """Store an unfilled Alma borrowing request; (request, created)."""
     existing = find_request(
@@ -87,6 +89,7 @@ def register_request(
         requester_user_id=requester_user_id,
         citation=citation.model_dump(mode="json", exclude_none=True),
         origin=origin,
+        service_kind=service_kind,
     )
     session.add(request)
     session.flush()
@@ -241,6 +244,8 @@ def set_lender_due_date(
     request.patron_due_date = due - timedelta(days=patron_offset_days) if due else None
 
 
-def temporary_item_barcode(request: BorrowingRequest) -> str:
-    """The barcode Alma's temporary item should carry; LOAN webhooks are matched on it."""
-    return f"ILL{request.id:09d}"
+def temporary_item_barcode(request: BorrowingRequest, prefix: str) -> str:
+    """The barcode Alma's temporary item should carry; LOAN webhooks are matched on it.
+
+    `prefix` is the institution's, so the barcode cannot collide with its own items'."""
+    return f"{prefix}{request.id:09d}"

@@ -25,9 +25,27 @@ class RequestState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class ServiceKind(StrEnum):
+    """What the patron gets: a loan goes back to the lender, a copy (an article) is kept."""
+
+    LOAN = "loan"
+    COPY = "copy"
+
+
+class CloseOn(StrEnum):
+    """When Alma is told LoanCompleted (which closes its borrowing request): an institution policy.
+
+    Each value names the trigger after which the notice goes out (`CLOSING_TRIGGERS`).
+    """
+
+    SHIPPED_RETURN = "shipped_return"  # Alma's staff shipped the item back (the default)
+    LENDER_CHECKIN = "lender_checkin"  # WorldShare shows the lender has it back, or closed
+
+
 class Trigger(StrEnum):
     EXPORTED = "exported"  # WorldShare request created
     LENDER_SHIPPED = "lender_shipped"
+    COPY_DELIVERED = "copy_delivered"  # the lender sent a copy: nothing comes back, it ends
     ITEM_RECEIVED = "item_received"  # Alma: staff received it, temporary item exists
     PATRON_LOANED = "patron_loaned"
     RENEWAL_REQUESTED = "renewal_requested"
@@ -59,6 +77,7 @@ class AlmaNotice(StrEnum):
     EXPECT_TO_SUPPLY = "expect_to_supply"
     WILL_SUPPLY = "will_supply"
     LOANED = "loaned"
+    COPY_COMPLETED = "copy_completed"
     RENEW_YES = "renew_yes"
     RENEW_NO = "renew_no"
     LOAN_COMPLETED = "loan_completed"
@@ -89,6 +108,9 @@ T = Trigger
 TRANSITIONS: dict[tuple[RequestState, Trigger], RequestState] = {
     (S.RECEIVED, T.EXPORTED): S.EXPORTED,
     (S.EXPORTED, T.LENDER_SHIPPED): S.SHIPPED,
+    (S.EXPORTED, T.COPY_DELIVERED): S.CLOSED,
+    (S.SHIPPED, T.COPY_DELIVERED): S.CLOSED,
+    (S.IN_LIBRARY, T.COPY_DELIVERED): S.CLOSED,
     # Alma may receive the item before the next poll has seen the lender ship it.
     (S.EXPORTED, T.ITEM_RECEIVED): S.IN_LIBRARY,
     (S.SHIPPED, T.ITEM_RECEIVED): S.IN_LIBRARY,
@@ -116,14 +138,27 @@ RESUMING_TRIGGERS = frozenset({T.RENEWAL_APPROVED, T.RENEWAL_REFUSED})
 
 # The notice Alma gets after each transition of a request that came over ISO 18626.
 ALMA_NOTICES: dict[Trigger, AlmaNotice] = {
-    T.EXPORTED: AlmaNotice.EXPECT_TO_SUPPLY,
+    # Alma ignores ExpectToSupply; the profile says which status the notice carries.
+    T.EXPORTED: AlmaNotice.WILL_SUPPLY,
     T.LENDER_SHIPPED: AlmaNotice.LOANED,
+    T.COPY_DELIVERED: AlmaNotice.COPY_COMPLETED,
     T.RENEWAL_APPROVED: AlmaNotice.RENEW_YES,
     T.RENEWAL_REFUSED: AlmaNotice.RENEW_NO,
-    T.SHIPPED_RETURN: AlmaNotice.LOAN_COMPLETED,
     T.UNFILLED: AlmaNotice.UNFILLED,
     T.CANCELLED: AlmaNotice.CANCELLED,
 }
+# After which trigger Alma is told LoanCompleted, by the institution's `close_on` policy.
+CLOSING_TRIGGERS: dict[CloseOn, Trigger] = {
+    CloseOn.SHIPPED_RETURN: T.SHIPPED_RETURN,
+    CloseOn.LENDER_CHECKIN: T.LOAN_COMPLETED,
+}
+
+
+def alma_notice(trigger: Trigger, close_on: CloseOn) -> AlmaNotice | None:
+    """What Alma is told after `trigger`, for an institution that closes on `close_on`."""
+    if CLOSING_TRIGGERS[close_on] is trigger:
+        return AlmaNotice.LOAN_COMPLETED
+    return ALMA_NOTICES.get(trigger)
 
 
 class TransitionRefused(Exception):

@@ -8,6 +8,8 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
 
+from app.borrowing.states import CloseOn
+from app.db import StrEnumType
 from app.timeutil import UTCDateTime, utcnow
 
 ADMIN_SCOPE = "admin"
@@ -41,6 +43,14 @@ class Institution(SQLModel, table=True):
     alma_agency_id_value: str | None = Field(default=None, max_length=128)
     bridge_agency_id_type: str | None = Field(default=None, max_length=64)
     bridge_agency_id_value: str | None = Field(default=None, max_length=128)
+    # Which `app.alma.iso18626.profile.PROFILES` entry this Alma speaks.
+    alma_iso18626_profile: str = Field(
+        default="alma", sa_column=Column(String(32), nullable=False, server_default="alma")
+    )
+    # Put before the item ids given to Alma, so they cannot collide with the library's barcodes.
+    alma_item_barcode_prefix: str = Field(
+        default="ILL-", sa_column=Column(String(32), nullable=False, server_default="ILL-")
+    )
 
     worldshare_base_url: str | None = Field(default=None, max_length=500)
     worldshare_token_url: str | None = Field(default=None, max_length=500)
@@ -75,6 +85,12 @@ class Institution(SQLModel, table=True):
     patron_due_date_offset_days: int = Field(default=7)
     retention_days: int = Field(default=365)
     poll_interval_seconds: int = Field(default=3600)
+    close_on: CloseOn = Field(
+        default=CloseOn.SHIPPED_RETURN,
+        sa_column=Column(
+            StrEnumType(CloseOn, 32), nullable=False, server_default=CloseOn.SHIPPED_RETURN.value
+        ),
+    )
     status_map: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
     )

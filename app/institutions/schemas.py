@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.borrowing.states import LenderOutcome
+from app.borrowing.states import CloseOn, LenderOutcome
 from app.institutions.worldshare_settings import (
     BillingTypes,
     DeliveryEmail,
@@ -81,6 +81,16 @@ class AlmaSettingsIn(StrictInput):
     bridge_agency_id: AgencyId | None = Field(
         default=None, description="The agency id Alma knows the bridge by (the partner's code)"
     )
+    iso18626_profile: Literal["alma", "expect_to_supply"] | None = Field(
+        default=None,
+        description="How this Alma speaks ISO 18626: alma (default: WillSupply after export) or "
+        "expect_to_supply (a requester that reads ExpectToSupply)",
+    )
+    item_barcode_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{0,32}$")] | None = Field(
+        default=None,
+        description="Put before the item id Alma's temporary item gets (default ILL-), so it "
+        "cannot collide with the library's own barcodes",
+    )
 
 
 class WorldShareSettingsIn(StrictInput):
@@ -121,6 +131,11 @@ class PolicyIn(StrictInput):
         default=None,
         max_length=100,
         description="WorldShare requestStatus → outcome, overriding the defaults",
+    )
+    close_on: CloseOn | None = Field(
+        default=None,
+        description="When Alma is told LoanCompleted: shipped_return (Alma's ShippedReturn, the "
+        "default) or lender_checkin (WorldShare shows the item returned or the request closed)",
     )
 
     @field_validator("status_map")
@@ -165,6 +180,8 @@ class AlmaSettingsOut(BaseModel):
     iso18626_allow_without_code: bool
     agency_id: AgencyIdOut | None
     bridge_agency_id: AgencyIdOut | None
+    item_barcode_prefix: str
+    iso18626_profile: str
 
 
 class WorldShareSettingsOut(BaseModel):
@@ -195,6 +212,7 @@ class PolicyOut(BaseModel):
     retention_days: int
     poll_interval_seconds: int
     status_map: dict[str, str]
+    close_on: CloseOn
 
 
 class InstitutionPublic(BaseModel):

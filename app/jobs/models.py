@@ -33,6 +33,8 @@ class Job(SQLModel, table=True):
     dedupe_key: str | None = Field(
         default=None, sa_column=Column(String(255), unique=True, nullable=True)
     )
+    # Jobs with one serial key run one at a time, oldest first (one request's Alma notices).
+    serial_key: str | None = Field(default=None, max_length=128, index=True)
     institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
     request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
     attempts: int = Field(default=0)

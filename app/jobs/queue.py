@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -57,8 +57,11 @@ def enqueue(
     run_at: datetime | None = None,
     institution_id: int | None = None,
     request_id: int | None = None,
+    serial_key: str | None = None,
 ) -> bool:
-    """Add a job in the caller's transaction; False when `dedupe_key` already has one."""
+    """Add a job in the caller's transaction; False when `dedupe_key` already has one.
+
+    Jobs sharing a `serial_key` run one at a time in the order they were queued."""
     now = utcnow()
     values: dict[str, Any] = {
         "kind": kind.name,
@@ -67,6 +70,7 @@ def enqueue(
         "dedupe_key": dedupe_key,
         "institution_id": institution_id,
         "request_id": request_id,
+        "serial_key": serial_key,
         "attempts": 0,
         "run_at": run_at or now,
         "created_at": now,
@@ -84,7 +88,14 @@ def enqueue(
 def _claimable(now: datetime) -> Any:
     queued = and_(JOBS.c.status == JobStatus.QUEUED.value, JOBS.c.run_at <= now)
     orphaned = and_(JOBS.c.status == JobStatus.RUNNING.value, JOBS.c.lease_expires_at < now)
-    return or_(queued, orphaned)
+    earlier = JOBS.alias("earlier")
+    # An older job of the same serial key not yet finished (or dead) goes first.
+    waits = exists().where(
+        earlier.c.serial_key == JOBS.c.serial_key,
+        earlier.c.id < JOBS.c.id,
+        earlier.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+    )
+    return and_(or_(queued, orphaned), or_(JOBS.c.serial_key.is_(None), ~waits))
 
 
 def claim(

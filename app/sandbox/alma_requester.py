@@ -207,6 +207,7 @@ def _entry(message: SupplierMessage, received_at: datetime) -> ReceivedMessage:
         "answerYesNo": message.answer_yes_no,
         "dueDate": due_date,
         "itemId": message.item_id,
+        "returnTo": message.return_to,
         "note": message.note,
         "requestingAgencyRequestId": message.requesting_agency_request_id,
         "supplyingAgencyRequestId": message.supplying_agency_request_id,

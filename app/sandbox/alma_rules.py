@@ -131,12 +131,13 @@ def judge(notice: Notice, request: AlmaRequest | None) -> Taken | Refused:
         return Refused(ErrorType.BADLY_FORMED_MESSAGE, "messageInfo/answerYesNo")
     if reason is ReasonForMessage.RENEW_RESPONSE and not request.renewal_asked:
         return Refused(ErrorType.UNSUPPORTED_REASON_FOR_MESSAGE_TYPE, "RenewResponse: no Renew")
-    if (
-        notice.is_loan_given
-        and notice.due_date is None
-        and request.service_type is not ServiceType.COPY
-    ):
+    if reason is ReasonForMessage.CANCEL_RESPONSE and "Cancel" not in request.actions_sent:
+        return Refused(ErrorType.UNSUPPORTED_REASON_FOR_MESSAGE_TYPE, "CancelResponse: no Cancel")
+    is_copy = request.service_type is ServiceType.COPY
+    if notice.is_loan_given and notice.due_date is None and not is_copy:
         return Refused(ErrorType.BADLY_FORMED_MESSAGE, "statusInfo/dueDate")
+    if status is Status.COPY_COMPLETED and request.service_type is ServiceType.LOAN:
+        return Refused(ErrorType.UNRECOGNISED_DATA_VALUE, "status CopyCompleted on a loan")
     if status in IGNORED_STATUSES and reason not in YES_NO_ANSWERS:
         return Taken.IGNORED
     return Taken.APPLIED

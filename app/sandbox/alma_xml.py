@@ -207,6 +207,8 @@ class SupplierMessage:
     status: str | None
     due_date: str | None
     item_id: str | None
+    # returnInfo/physicalAddress as one line ("line1, locality postalCode"), if sent.
+    return_to: str | None = None
 
 
 def read_supplier_message(message: etree._Element) -> SupplierMessage:
@@ -223,7 +225,16 @@ def read_supplier_message(message: etree._Element) -> SupplierMessage:
         status=_text(message, "i:statusInfo/i:status"),
         due_date=_text(message, "i:statusInfo/i:dueDate"),
         item_id=_text(message, "i:deliveryInfo/i:itemId"),
+        return_to=_return_to(message),
     )
+
+
+def _return_to(message: etree._Element) -> str | None:
+    parts = [
+        _text(message, f"i:returnInfo/i:physicalAddress/i:{name}")
+        for name in ("line1", "line2", "locality", "postalCode", "region", "country")
+    ]
+    return ", ".join(part for part in parts if part) or None
 
 
 @dataclass(frozen=True, slots=True)

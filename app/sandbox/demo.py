@@ -16,7 +16,7 @@ from app.institutions.schemas import InstitutionCreate
 from app.institutions.secrets import load_secret_box
 from app.outbound_hosts import allowed_host_patterns
 from app.sandbox.alma_requester import PartnerAnswer, send_action, send_request
-from app.sandbox.alma_vocabulary import Action, MessageStatus
+from app.sandbox.alma_vocabulary import Action, MessageStatus, ServiceType
 from app.sandbox.mount import ALMA_PREFIX, WORLDSHARE_PREFIX
 
 DEMO_CODE = "DEMO"
@@ -88,22 +88,34 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
 
 
 def run_demo(base_url: str, token: str, *, alma_request_id: str) -> None:
-    """Play Alma: send an unfilled request, receive the item, ask a renewal, return it."""
+    """Play Alma: a loan (request, receive, renew, return, the lender checks it in), then a
+    copy of an article (request, the lender delivers it)."""
     asyncio.run(_play(base_url.rstrip("/"), token, alma_request_id))
+
+
+BOOK = {"title": "The Name of the Rose", "author": "Umberto Eco", "isbn": "9780151446476"}
+ARTICLE = {
+    "title": "Molecular structure of nucleic acids",
+    "author": "Watson, J. D.",
+    "journal_title": "Nature",
+    "issn": "0028-0836",
+}
+PATRON = {"patron_id": "demo-patron", "surname": "Demo", "given_name": "Pat", "email": None}
 
 
 async def _play(base: str, token: str, alma_request_id: str) -> None:
     iso_url = f"{base}/iso18626/{DEMO_CODE}"
     alma_url = f"{base}{ALMA_PREFIX}"
+    lender_url = f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests"
     async with httpx.AsyncClient(
         timeout=10.0, headers={"Authorization": f"Bearer {token}"}
     ) as http:
 
-        async def wait_for_state(*states: str) -> dict[str, object]:
+        async def wait_for_state(request_id: str, *states: str) -> dict[str, object]:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 listed = await http.get(
-                    f"{base}/api/v1/requests", params={"alma_request_id": alma_request_id}
+                    f"{base}/api/v1/requests", params={"alma_request_id": request_id}
                 )
                 items = listed.json()["items"]
                 if items and items[0]["state"] in states:
@@ -116,79 +128,82 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 await asyncio.sleep(0.5)
             raise SystemExit(f"the request did not reach {states} in time")
 
-        print(f"Alma → bridge: request {alma_request_id} (the rota reached its last partner)")
-        confirmation = await send_request(
-            http,
-            alma_url,
-            bridge_url=iso_url,
-            request_id=alma_request_id,
-            citation={
-                "title": "The Name of the Rose",
-                "author": "Umberto Eco",
-                "isbn": "9780151446476",
-            },
-            patron={
-                "patron_id": "demo-patron",
-                "surname": "Demo",
-                "given_name": "Pat",
-                "email": None,
-            },
-            requesting_agency=DEMO_ALMA_AGENCY,
-            supplying_agency=DEMO_BRIDGE_AGENCY,
-            security_code=DEMO_SECURITY_CODE,
-        )
-        _must_be_taken(confirmation, "the request")
-        exported = await wait_for_state("exported")
-        print("lender (WorldShare sandbox) ships the item")
-        await http.post(
-            f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/ship"
-        )
-        await wait_for_state("shipped")
-        for action in (Action.RECEIVED, Action.RENEW):
+        async def alma_acts(request_id: str, action: Action) -> None:
             print(f"Alma → bridge: {action.value}")
             confirmed = await send_action(
                 http,
                 alma_url,
                 bridge_url=iso_url,
-                request_id=alma_request_id,
+                request_id=request_id,
                 action=action,
                 requesting_agency=DEMO_ALMA_AGENCY,
                 supplying_agency=DEMO_BRIDGE_AGENCY,
                 security_code=DEMO_SECURITY_CODE,
             )
             _must_be_taken(confirmed, action.value)
-        print("lender approves the renewal")
-        await http.post(
-            f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/renewal",
-            json={"approve": True},
-        )
-        await wait_for_state("in_library")
-        print("Alma → bridge: ShippedReturn")
-        confirmed = await send_action(
-            http,
-            alma_url,
-            bridge_url=iso_url,
-            request_id=alma_request_id,
-            action=Action.SHIPPED_RETURN,
-            requesting_agency=DEMO_ALMA_AGENCY,
-            supplying_agency=DEMO_BRIDGE_AGENCY,
-            security_code=DEMO_SECURITY_CODE,
-        )
-        _must_be_taken(confirmed, Action.SHIPPED_RETURN.value)
-        await wait_for_state("closed")
-        told = {"request_id": alma_request_id}
-        messages = await http.get(f"{alma_url}/_sandbox/messages", params=told)
-        print("what Alma was told:")
-        for message in messages.json():
-            answer = f" {message['answerYesNo']}" if message["answerYesNo"] else ""
-            due = f" due {message['dueDate']}" if message["dueDate"] else ""
-            ignored = " (Alma ignores it)" if message["outcome"] == "ignored" else ""
-            print(f"  {message['reasonForMessage']} {message['status']}{answer}{due}{ignored}")
-        for refused in (await http.get(f"{alma_url}/_sandbox/refusals", params=told)).json():
+
+        async def alma_asks(request_id: str, citation: dict[str, str], what: str) -> str:
             print(
-                f"  refused by Alma: {refused['reasonForMessage']} {refused['status']} "
-                f"({refused['errorType']}: {refused['errorValue']})"
+                f"Alma → bridge: request {request_id}, {what} (the rota reached its last partner)"
             )
+            confirmation = await send_request(
+                http,
+                alma_url,
+                bridge_url=iso_url,
+                request_id=request_id,
+                citation=citation,
+                patron=PATRON,
+                requesting_agency=DEMO_ALMA_AGENCY,
+                supplying_agency=DEMO_BRIDGE_AGENCY,
+                security_code=DEMO_SECURITY_CODE,
+                service_type=ServiceType.COPY if what == "a copy" else ServiceType.LOAN,
+            )
+            _must_be_taken(confirmation, "the request")
+            exported = await wait_for_state(request_id, "exported")
+            return str(exported["worldshare_request_id"])
+
+        async def show_what_alma_was_told(request_id: str) -> None:
+            told = {"request_id": request_id}
+            messages = await http.get(f"{alma_url}/_sandbox/messages", params=told)
+            print(f"what Alma was told about {request_id}:")
+            for message in messages.json():
+                answer = f" {message['answerYesNo']}" if message["answerYesNo"] else ""
+                due = f" due {message['dueDate']}" if message["dueDate"] else ""
+                item = f" item {message['itemId']}" if message["itemId"] else ""
+                ignored = " (Alma ignores it)" if message["outcome"] == "ignored" else ""
+                print(
+                    f"  {message['reasonForMessage']} {message['status']}"
+                    f"{answer}{due}{item}{ignored}"
+                )
+            for refused in (await http.get(f"{alma_url}/_sandbox/refusals", params=told)).json():
+                print(
+                    f"  refused by Alma: {refused['reasonForMessage']} {refused['status']} "
+                    f"({refused['errorType']}: {refused['errorValue']})"
+                )
+
+        ws_id = await alma_asks(alma_request_id, BOOK, "a loan")
+        print("lender (WorldShare sandbox) ships the item")
+        await http.post(f"{lender_url}/{ws_id}/ship")
+        await wait_for_state(alma_request_id, "shipped")
+        await alma_acts(alma_request_id, Action.RECEIVED)
+        await alma_acts(alma_request_id, Action.RENEW)
+        print("lender approves the renewal")
+        await http.post(f"{lender_url}/{ws_id}/renewal", json={"approve": True})
+        await wait_for_state(alma_request_id, "in_library")
+        await alma_acts(alma_request_id, Action.SHIPPED_RETURN)
+        await wait_for_state(alma_request_id, "returned")
+        print("lender checks the item back in (WorldShare closes the request)")
+        await http.post(f"{lender_url}/{ws_id}/close")
+        await wait_for_state(alma_request_id, "closed")
+
+        copy_id = f"{alma_request_id}-COPY"
+        copy_ws_id = await alma_asks(copy_id, ARTICLE, "a copy")
+        print("lender sends the copy")
+        await http.post(f"{lender_url}/{copy_ws_id}/ship")
+        await wait_for_state(copy_id, "closed")
+
+        for request_id in (alma_request_id, copy_id):
+            await show_what_alma_was_told(request_id)
 
 
 def _must_be_taken(confirmation: PartnerAnswer, what: str) -> None:

@@ -83,6 +83,8 @@ class FaultsUpdate(BaseModel):
 
 class ShipOrder(BaseModel):
     due_date: date | None = None
+    # Where the item goes back to, in OCLC's address fields (address1, locality, postal…).
+    return_address: dict[str, str] | None = None
 
 
 class RenewalAnswer(BaseModel):
@@ -139,6 +141,7 @@ class _LenderRequest:
     renewals: int = 0
     renewal_status: str | None = None
     new_due_date: date | None = None
+    return_address: dict[str, str] | None = None
 
     def view(self) -> dict[str, Any]:
         """The illRequest as WorldShare returns it on a read."""
@@ -155,6 +158,8 @@ class _LenderRequest:
             ill_request["renewalStatus"] = self.renewal_status
         if self.new_due_date is not None:
             ill_request["newDueDate"] = _oclc_date(self.new_due_date)
+        if self.return_address is not None:
+            ill_request["returnAddress"] = self.return_address
         return ill_request
 
 
@@ -220,8 +225,14 @@ class _SandboxState:
         ):
             self.set_status(lender_request, "COMPLETE")
 
-    def ship(self, lender_request: _LenderRequest, due_date: date | None) -> None:
+    def ship(
+        self,
+        lender_request: _LenderRequest,
+        due_date: date | None,
+        return_address: dict[str, str] | None = None,
+    ) -> None:
         loan_period = timedelta(days=self.settings.loan_period_days)
+        lender_request.return_address = return_address
         lender_request.due_date = due_date or datetime.now(UTC).date() + loan_period
         lender_request.shipped_clock = time.monotonic()
         self.set_status(lender_request, SHIPPED)
@@ -308,7 +319,11 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             state,
             request_id,
             {AWAITING_LENDER},
-            lambda found: state.ship(found, order.due_date if order else None),
+            lambda found: state.ship(
+                found,
+                order.due_date if order else None,
+                order.return_address if order else None,
+            ),
         )
 
     @app.post("/_sandbox/requests/{request_id}/renewal")

@@ -6,17 +6,16 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from app.alma.iso18626 import AgencyId
+from app.alma.iso18626 import DEFAULT_PROFILE, PROFILES, AgencyId
 from app.alma.iso_client import send_supplier_message
 from app.alma.notices import NoticeSubject, build_notice
 from app.borrowing import service
-from app.borrowing.states import AlmaNotice, RequestState, Trigger
+from app.borrowing.states import AlmaNotice, ServiceKind
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import Finish, PermanentJobError
 from app.runtime import Runtime
 from app.workflows.common import load_request
 from app.workflows.kinds import NoticePayload
-from app.workflows.transitions import advance
 
 SOURCE = "worker"
 
@@ -49,16 +48,19 @@ def plan_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> Delive
         state=request.state,
         lender_due_date=request.lender_due_date,
         item_barcode=request.item_barcode,
+        copy=request.service_kind is ServiceKind.COPY,
+        return_address=request.lender_return_address,
     )
-    return Delivery(url=institution.alma_iso18626_url, message=build_notice(notice, subject))
+    profile = PROFILES.get(institution.alma_iso18626_profile, PROFILES[DEFAULT_PROFILE])
+    return Delivery(
+        url=institution.alma_iso18626_url, message=build_notice(notice, subject, profile)
+    )
 
 
 def record_notice(session: Session, job: ClaimedJob, notice: AlmaNotice) -> None:
+    """Alma took the notice. The request itself stays open until WorldShare is closed."""
     request, _institution = load_request(session, job)
     service.record_event(session, request, "alma_notified", SOURCE, detail={"notice": notice})
-    # Alma closes the borrowing request on LoanCompleted; so does the bridge.
-    if notice is AlmaNotice.LOAN_COMPLETED and request.state is RequestState.RETURNED:
-        advance(session, request, Trigger.LOAN_COMPLETED, SOURCE)
 
 
 async def notify_alma(ctx: Runtime, job: ClaimedJob, payload: NoticePayload) -> Finish:

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from app.borrowing import service
 from app.borrowing.citation import Citation
 from app.borrowing.models import BorrowingRequest, InboxOutcome, InboxSource, RequestOrigin
+from app.borrowing.states import ServiceKind
 from app.db import read_session
 from app.errors import NotFound
 from app.institutions.models import Institution
@@ -33,6 +34,7 @@ class NewRequest:
     idempotency_key: str | None = None
     # PII-free facts kept on the inbox line (e.g. the ISO service type).
     summary: dict[str, Any] = field(default_factory=dict)
+    service_kind: ServiceKind = ServiceKind.LOAN
 
 
 def intake_institution(session: Session, code: str) -> Institution:
@@ -56,6 +58,7 @@ def take_request(
         requester_user_id=new.requester_user_id,
         origin=new.origin,
         idempotency_key=new.idempotency_key,
+        service_kind=new.service_kind,
     )
     if not created:
         return request, False

@@ -15,15 +15,26 @@ from sqlmodel import Session, col, select
 from app.borrowing import service
 from app.borrowing.lender import (
     Advance,
+    AnswerCancel,
     AnswerRenewal,
     AssignTemporaryBarcode,
+    Facts,
     FlagUnknownStatus,
     LenderNews,
+    RenewalAsk,
     SetLenderDueDate,
+    TellAlmaLoaned,
     decide,
 )
 from app.borrowing.models import BorrowingRequest
-from app.borrowing.states import POLLED_STATES, TERMINAL_STATES
+from app.borrowing.states import (
+    POLLED_STATES,
+    TERMINAL_STATES,
+    AlmaNotice,
+    LenderOutcome,
+    RequestState,
+    ServiceKind,
+)
 from app.institutions.models import Institution
 from app.jobs.kinds import Payload
 from app.jobs.models import Job, JobStatus
@@ -34,7 +45,13 @@ from app.timeutil import utcnow
 from app.upstream import UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import POLL_WORLDSHARE
-from app.workflows.transitions import advance, answer_renewal
+from app.workflows.transitions import (
+    advance,
+    answer_cancel,
+    answer_renewal,
+    lender_has_it_back,
+    queue_notice,
+)
 from app.workflows.worldshare_calls import second_look, worldshare_client
 from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
@@ -115,9 +132,15 @@ def apply_lender_status(
         outcome=outcome,
         status_changed=lender.status != request.lender_status,
         due_date=renewed_to or lender.due_date,
+        renewals=lender.renewal.renewals if lender.renewal else 0,
+        renewal_status=lender.renewal.status if lender.renewal else None,
     )
-    steps = decide(request.state, request.lender_due_date, news)
+    steps = decide(request.state, news, request_facts(request))
     request.lender_status = lender.status
+    request.lender_renewals = news.renewals
+    request.lender_renewal_status = news.renewal_status
+    if lender.return_address is not None:
+        request.lender_return_address = lender.return_address
     session.add(request)
     detail: dict[str, str | None] = {"lender_status": lender.status}
     for step in steps:
@@ -128,11 +151,23 @@ def apply_lender_status(
                 )
                 detail["lender_due_date"] = _iso(due)
             case AssignTemporaryBarcode():
-                request.item_barcode = service.temporary_item_barcode(request)
+                if request.item_barcode is None:
+                    request.item_barcode = service.temporary_item_barcode(
+                        request, institution.alma_item_barcode_prefix
+                    )
             case Advance(trigger=trigger):
                 advance(session, request, trigger, SOURCE, detail=detail)
             case AnswerRenewal(trigger=trigger):
                 answer_renewal(session, request, trigger, SOURCE, **detail)
+            case TellAlmaLoaned():
+                service.record_event(
+                    session, request, "lender_due_date_changed", SOURCE, detail=detail
+                )
+                queue_notice(
+                    session, request, AlmaNotice.LOANED, key=f"loaned:{request.lender_due_date}"
+                )
+            case AnswerCancel(cancelled=cancelled):
+                answer_cancel(session, request, cancelled, SOURCE)
             case FlagUnknownStatus():
                 service.record_event(
                     session, request, "lender_status_unknown", SOURCE, detail=detail
@@ -144,6 +179,28 @@ def apply_lender_status(
                     "map it in the institution's policy or act on it by hand",
                     source=SOURCE,
                 )
+    if request.state is RequestState.RENEWAL_REQUESTED and news.renewal_status is not None:
+        # A later refusal differs from what was seen since the ask, even if it reads the same.
+        request.renewal_asked_status = news.renewal_status
+    if outcome in (LenderOutcome.returned, LenderOutcome.closed):
+        lender_has_it_back(session, request, SOURCE)
+
+
+def request_facts(request: BorrowingRequest) -> Facts:
+    """What `decide` needs to know of the request besides its state."""
+    ask = None
+    if request.renewal_asked_at is not None:
+        ask = RenewalAsk(
+            renewals=request.renewal_asked_renewals or 0,
+            due_date=request.renewal_asked_due_date,
+            renewal_status=request.renewal_asked_status,
+        )
+    return Facts(
+        known_due_date=request.lender_due_date,
+        copy=request.service_kind is ServiceKind.COPY,
+        renewal_ask=ask,
+        cancel_asked=request.cancel_asked_at is not None,
+    )
 
 
 def _refuse_answer(session: Session, request: BorrowingRequest, asked: str, mismatch: str) -> None:

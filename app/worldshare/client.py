@@ -45,6 +45,7 @@ _OCLC_NUMBER = re.compile(r"(?:\(OCoLC\))?\s*(?:ocm|ocn|on)?0*(\d{1,15})", re.IG
 
 # OCLC's `Address` properties, in the order of its swagger.
 ADDRESS_FIELDS = ("attention", "address1", "address2", "locality", "region", "country", "postal")
+ADDRESS_FIELD_MAX_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -200,13 +201,15 @@ class WorldShareClient:
             raise _unreadable(response)
         # requestId/requestStatus/referenceId are the swagger's IllRequest properties; the
         # public swagger has no read response, so dueDate, renewals, renewalStatus and
-        # newDueDate follow the Due Date / Renewals / New Due Date fields OCLC shows staff.
+        # newDueDate follow the Due Date / Renewals / New Due Date fields OCLC shows staff;
+        # returnAddress (the lender's Return To, in the swagger's Address fields) likewise.
         return LenderStatus(
             request_id=_text(ill_request.get("requestId")),
             status=status,
             due_date=_date(ill_request.get("dueDate")),
             renewal=_renewal(ill_request),
             reference=_text(ill_request.get("referenceId")),
+            return_address=_return_address(ill_request.get("returnAddress")),
         )
 
     async def _call(
@@ -269,6 +272,17 @@ def _ill_request(response: httpx.Response) -> dict[str, Any]:
 def _unreadable(response: httpx.Response) -> UpstreamError:
     # A 2xx is not a transient status, so this classifies as permanent.
     return status_failure(UPSTREAM, response, detail="unreadable response body")
+
+
+def _return_address(value: object) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    fields = {
+        name: str(value[name]).strip()[:ADDRESS_FIELD_MAX_CHARS]
+        for name in ADDRESS_FIELDS
+        if isinstance(value.get(name), str) and str(value[name]).strip()
+    }
+    return fields if fields.get("address1") else None
 
 
 def _renewal(ill_request: dict[str, Any]) -> RenewalInfo | None:

@@ -27,6 +27,8 @@ class LenderStatus:
     due_date: date | None
     renewal: RenewalInfo | None
     reference: str | None
+    # Where the lender wants the item back, in OCLC's address fields, when it says.
+    return_address: dict[str, str] | None = None
 
 
 class LendingNetwork(Protocol):

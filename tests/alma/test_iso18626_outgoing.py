@@ -169,8 +169,9 @@ EXPECTED_SUPPLIER_MESSAGES = {
     AlmaNotice.EXPECT_TO_SUPPLY: ("RequestResponse", "ExpectToSupply", None),
     AlmaNotice.WILL_SUPPLY: ("RequestResponse", "WillSupply", None),
     AlmaNotice.LOANED: ("StatusChange", "Loaned", None),
+    AlmaNotice.COPY_COMPLETED: ("StatusChange", "CopyCompleted", None),
     AlmaNotice.RENEW_YES: ("RenewResponse", "Loaned", True),
-    AlmaNotice.RENEW_NO: ("RenewResponse", "Loaned", False),
+    AlmaNotice.RENEW_NO: ("RenewResponse", "WillSupply", False),
     AlmaNotice.LOAN_COMPLETED: ("RequestResponse", "LoanCompleted", None),
     AlmaNotice.UNFILLED: ("RequestResponse", "Unfilled", None),
     AlmaNotice.CANCELLED: ("StatusChange", "Cancelled", None),
@@ -185,6 +186,7 @@ def test_supplier_message_kinds_follow_alma_habits_and_validate(kind: AlmaNotice
     reason, status, answer = EXPECTED_SUPPLIER_MESSAGES[kind]
     reports_current_status = kind in (
         AlmaNotice.CANCEL_NO,
+        AlmaNotice.RENEW_NO,
         AlmaNotice.STATUS_ANSWER,
     )
     current = {"status": Status.WILL_SUPPLY} if reports_current_status else {}

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from app.alma.iso18626 import (
     ISO18626_NS,
     MAX_MESSAGE_BYTES,
+    Action,
     AgencyId,
     ErrorType,
     HeaderEcho,
@@ -201,11 +202,6 @@ def test_billion_laughs_is_refused_quickly() -> None:
             "version 2021-2",
         ),
         (
-            f'<ISO18626Message xmlns="{ISO18626_NS}"><request/></ISO18626Message>'.encode(),
-            ErrorType.BADLY_FORMED_MESSAGE,
-            "version",
-        ),
-        (
             f'<ISO18626Message xmlns="{ISO18626_NS}" xmlns:ill="{ISO18626_NS}" '
             f'ill:version="1.2"></ISO18626Message>'.encode(),
             ErrorType.BADLY_FORMED_MESSAGE,
@@ -221,7 +217,6 @@ def test_billion_laughs_is_refused_quickly() -> None:
         "wrong-namespace",
         "no-namespace",
         "wrong-version",
-        "missing-version",
         "empty-wrapper",
         "unknown-root",
         "too-large",
@@ -235,6 +230,18 @@ def test_broken_messages_are_refused(
     assert error.error_type is error_type
     assert value_mentions in error.error_value
     assert error.kind is None
+
+
+def test_a_message_without_a_version_attribute_is_read() -> None:
+    unversioned = (
+        f'<ISO18626Message xmlns="{ISO18626_NS}"><requestingAgencyMessage>'
+        f"{header_xml()}<action>Received</action></requestingAgencyMessage></ISO18626Message>"
+    ).encode()
+
+    parsed = parse_message(unversioned)
+
+    assert isinstance(parsed, RequestingAgencyMessage)
+    assert parsed.action is Action.RECEIVED
 
 
 def test_unknown_action_is_unsupported_action_type_with_echo() -> None:

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from lxml import etree
 
 from app.config import Settings
 from app.db import write_session
@@ -25,6 +26,7 @@ from tests.support.factories import bearer, make_institution, make_token
 from tests.support.iso_messages import (
     ALMA_AGENCY,
     BRIDGE_AGENCY,
+    NS,
     SECURITY_CODE,
     SENDER_REFUSED,
     XML,
@@ -224,3 +226,19 @@ def test_a_worker_warns_at_start_up_too(settings, engine, caplog):
 
     asyncio.run(start_a_worker_process())
     assert _opt_out_warnings(caplog) == ["OPEN"]
+
+
+def test_the_confirmation_echoes_the_senders_timestamp_as_timestamp_received(client):
+    response = client.post("/iso18626/UNIV", content=iso_message(), headers=XML)
+    assert confirmation(response.content)[0] == "OK"
+    received = etree.fromstring(response.content).findtext(f".//{{{NS}}}timestampReceived")
+    # The message's own header timestamp: how Alma pairs the answer with what it sent.
+    assert received == "2026-11-29T10:00:00Z"
+
+
+def test_a_message_without_a_version_attribute_is_taken(client, engine):
+    body = iso_message().replace(b' ill:version="1.2"', b"")
+    assert b"version=" not in body.split(b"?>", 1)[1]
+    response = client.post("/iso18626/UNIV", content=body, headers=XML)
+    assert (response.status_code, confirmation(response.content)[0]) == (200, "OK")
+    assert stored(engine)[0] == 1

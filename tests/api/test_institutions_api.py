@@ -84,6 +84,8 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "iso18626_allow_without_code": False,
         "agency_id": {"type": "ISIL", "value": "DE-1"},
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
+        "iso18626_profile": "alma",
+        "item_barcode_prefix": "ILL-",
     }
     assert body["worldshare"] == {
         "base_url": "https://univ.share.worldcat.org/ILL/request/data",
@@ -103,7 +105,11 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "complete": False,
         "missing": ["worldshare.billing_address"],
     }
-    assert body["policy"] == {**FULL["policy"], "status_map": {"LOST": "closed"}}
+    assert body["policy"] == {
+        **FULL["policy"],
+        "status_map": {"LOST": "closed"},
+        "close_on": "shipped_return",
+    }
 
     for path in ("/api/v1/institutions", "/api/v1/institutions/UNIV"):
         read = client.get(path, headers=admin)

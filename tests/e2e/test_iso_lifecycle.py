@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 import pytest
 
 from app.sandbox.alma_requester import send_action, send_request
-from app.sandbox.alma_vocabulary import Action, MessageStatus
+from app.sandbox.alma_vocabulary import Action, MessageStatus, ServiceType
 from tests.support.bridge import (
     ALMA_AGENCY,
     BRIDGE_AGENCY,
@@ -20,6 +21,12 @@ from tests.support.bridge import (
 )
 
 CITATION = {"title": "Outwitting Squirrels", "author": "Bill Adler", "isbn": "9781556523021"}
+ARTICLE = {
+    "title": "Molecular structure of nucleic acids",
+    "author": "Watson, J. D.",
+    "journal_title": "Nature",
+    "issn": "0028-0836",
+}
 PATRON = {"patron_id": "P-778899", "surname": "Quimby", "given_name": "Ramona", "email": None}
 
 
@@ -30,6 +37,9 @@ def alma_says(
     *,
     requesting_agency: tuple[str, str] = ALMA_AGENCY,
     security_code: str | None = SECURITY_CODE,
+    citation: dict[str, Any] = CITATION,
+    service_type: ServiceType | None = None,
+    note: str | None = None,
 ) -> Any:
     """Alma's `request` (no action) or requestingAgencyMessage; the confirmation it got."""
     sender = {
@@ -44,9 +54,14 @@ def alma_says(
         async with httpx.AsyncClient(timeout=10.0) as http:
             if action is None:
                 return await send_request(
-                    http, system.alma_url, citation=CITATION, patron=PATRON, **sender
+                    http,
+                    system.alma_url,
+                    citation=citation,
+                    patron=PATRON,
+                    service_type=service_type,
+                    **sender,
                 )
-            return await send_action(http, system.alma_url, action=action, **sender)
+            return await send_action(http, system.alma_url, action=action, note=note, **sender)
 
     return asyncio.run(send())
 
@@ -71,8 +86,9 @@ def test_full_loan_life_cycle(fast_settings, engine):
         exported = wait_for(lambda: in_state(system, "ALMA-1", "exported"), what="export")
         ws_id = exported["worldshare_request_id"]
         assert ws_id
-        wait_for(lambda: notices(system, "ALMA-1"), what="ExpectToSupply")
-        assert notices(system, "ALMA-1") == [("RequestResponse", "ExpectToSupply", None)]
+        wait_for(lambda: notices(system, "ALMA-1"), what="WillSupply")
+        # Alma ignores ExpectToSupply: the bridge says WillSupply.
+        assert notices(system, "ALMA-1") == [("RequestResponse", "WillSupply", None)]
 
         system.lender(ws_id, "ship", due_date="2027-01-15")
         shipped = wait_for(lambda: in_state(system, "ALMA-1", "shipped"), what="shipment")
@@ -84,6 +100,7 @@ def test_full_loan_life_cycle(fast_settings, engine):
         assert (message["reasonForMessage"], message["status"]) == ("StatusChange", "Loaned")
         assert message["dueDate"].startswith("2027-01-15")
         assert message["itemId"] == shipped["item_barcode"]
+        assert shipped["item_barcode"].startswith("ILL-")  # the institution's default prefix
 
         assert alma_says(system, "ALMA-1", Action.RECEIVED).message_status is MessageStatus.OK
         assert system.find("ALMA-1")["state"] == "in_library"
@@ -105,8 +122,19 @@ def test_full_loan_life_cycle(fast_settings, engine):
         assert renew["dueDate"].startswith("2027-02-15")
 
         assert alma_says(system, "ALMA-1", Action.SHIPPED_RETURN).message_status.value == "OK"
+        returned = system.find("ALMA-1")
+        assert returned["state"] == "returned"
+        # WorldShare's API cannot mark it returned: staff are asked to, polling goes on.
+        assert [t["kind"] for t in returned["tasks"]] == ["mark_returned_in_worldshare"]
+        wait_for(
+            lambda: ("RequestResponse", "LoanCompleted", None) in notices(system, "ALMA-1"),
+            what="LoanCompleted on ShippedReturn (close_on shipped_return)",
+        )
+        assert system.find("ALMA-1")["state"] == "returned"
+        system.lender(ws_id, "close")
         closed = wait_for(lambda: in_state(system, "ALMA-1", "closed"), what="close")
         assert closed["closed_at"]
+        assert closed["tasks"] == []
         assert notices(system, "ALMA-1")[-1] == ("RequestResponse", "LoanCompleted", None)
         kinds = [e["kind"] for e in closed["events"] if e["applied"]]
         for step in ("received", "exported", "lender_shipped", "item_received"):
@@ -133,18 +161,214 @@ def test_refused_renewal_answers_no(fast_settings, engine):
         wait_for(lambda: ("RenewResponse", "Loaned", "N") in notices(system, "ALMA-R"))
 
 
-def test_cancel_before_the_lender_ships(fast_settings, engine):
+def test_cancel_is_answered_yes_once_worldshare_shows_it_cancelled(fast_settings, engine):
     with running_system(fast_settings, engine) as system:
         alma_says(system, "ALMA-C")
         exported = wait_for(lambda: in_state(system, "ALMA-C", "exported"))
+        ws_id = exported["worldshare_request_id"]
         assert alma_says(system, "ALMA-C", Action.CANCEL).message_status is MessageStatus.OK
-        cancelled = system.find("ALMA-C")
-        assert cancelled["state"] == "cancelled"
+        held = system.find("ALMA-C")
+        # Held: the lender may already have shipped; Alma is answered from WorldShare's truth.
+        assert held["state"] == "exported"
         # WorldShare's API cannot cancel: staff are told to, with the WorldShare id.
-        [task] = cancelled["tasks"]
+        [task] = held["tasks"]
         assert task["kind"] == "cancel_in_worldshare"
-        assert exported["worldshare_request_id"] in task["reason"]
+        assert ws_id in task["reason"]
+        # A repeat of the Cancel (new timestamp) changes nothing and is no error.
+        assert alma_says(system, "ALMA-C", Action.CANCEL).message_status is MessageStatus.OK
+        time.sleep(2.5)  # two poll cycles: still pending at the lender, nothing answered
+        assert not [n for n in notices(system, "ALMA-C") if n[0] == "CancelResponse"]
+        system.lender(ws_id, "cancel")
+        cancelled = wait_for(lambda: in_state(system, "ALMA-C", "cancelled"), what="cancel")
+        assert cancelled["tasks"] == []
         wait_for(lambda: ("CancelResponse", "Cancelled", "Y") in notices(system, "ALMA-C"))
+        assert system.alma_request("ALMA-C")["cancelAnswer"] == "Y"
+        # Cancel again once cancelled: a business answer with today's status, not an ERROR.
+        assert alma_says(system, "ALMA-C", Action.CANCEL).message_status is MessageStatus.OK
+        wait_for(
+            lambda: (
+                notices(system, "ALMA-C").count(("CancelResponse", "Cancelled", "Y")) == 2 or None
+            )
+        )
+
+
+def test_cancel_is_answered_no_when_the_lender_shipped_first(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-CN")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-CN", "exported"))["worldshare_request_id"]
+        alma_says(system, "ALMA-CN", Action.CANCEL)
+        system.lender(ws_id, "ship", due_date="2027-04-01")
+        shipped = wait_for(lambda: in_state(system, "ALMA-CN", "shipped"), what="shipment")
+        # The held cancel is settled in the poll that saw the shipment: the task is withdrawn.
+        assert shipped["tasks"] == []
+        wait_for(lambda: ("CancelResponse", "Loaned", "N") in notices(system, "ALMA-CN"))
+        assert notices(system, "ALMA-CN")[:2] == [
+            ("RequestResponse", "WillSupply", None),
+            ("StatusChange", "Loaned", None),
+        ]
+
+
+def test_a_copy_ends_with_copy_completed_and_cannot_be_renewed(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-COPY", citation=ARTICLE, service_type=ServiceType.COPY)
+        ws_id = wait_for(lambda: in_state(system, "ALMA-COPY", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship")
+        closed = wait_for(lambda: in_state(system, "ALMA-COPY", "closed"), what="copy delivered")
+        assert closed["service_kind"] == "copy"
+        wait_for(lambda: len(notices(system, "ALMA-COPY")) >= 2 or None, what="CopyCompleted")
+        copy = system.alma_messages("ALMA-COPY")[1]
+        assert (copy["reasonForMessage"], copy["status"]) == ("StatusChange", "CopyCompleted")
+        # A copy has no due date and no item to send back.
+        assert copy["dueDate"] is None and copy["itemId"] is None
+        renew = alma_says(system, "ALMA-COPY", Action.RENEW)
+        assert renew.message_status is MessageStatus.OK
+        wait_for(lambda: ("RenewResponse", "CopyCompleted", "N") in notices(system, "ALMA-COPY"))
+        assert system.alma_request("ALMA-COPY")["status"] == "CopyCompleted"
+
+
+def test_worldshare_complete_on_a_copy_closes_it(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-CC", citation=ARTICLE, service_type=ServiceType.COPY)
+        ws_id = wait_for(lambda: in_state(system, "ALMA-CC", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "status", status="COMPLETE")
+        wait_for(lambda: in_state(system, "ALMA-CC", "closed"), what="copy closed")
+        wait_for(lambda: ("StatusChange", "CopyCompleted", None) in notices(system, "ALMA-CC"))
+
+
+def test_a_second_renewal_is_never_approved_by_the_first(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-2R")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-2R", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-01-15")
+        wait_for(lambda: in_state(system, "ALMA-2R", "shipped"))
+        alma_says(system, "ALMA-2R", Action.RECEIVED)
+        alma_says(system, "ALMA-2R", Action.RENEW)
+        system.lender(ws_id, "renewal", approve=True, due_date="2027-02-15")
+        wait_for(lambda: in_state(system, "ALMA-2R", "in_library"), what="first renewal")
+        assert alma_says(system, "ALMA-2R", Action.RENEW).message_status is MessageStatus.OK
+        time.sleep(2.5)  # polls see the first renewal's APPROVED and due date: no answer
+        second = system.find("ALMA-2R")
+        assert second["state"] == "renewal_requested"
+        assert [t["kind"] for t in second["tasks"]] == ["renew_in_worldshare"]
+        system.lender(ws_id, "renewal", approve=True, due_date="2027-03-15")
+        renewed = wait_for(lambda: in_state(system, "ALMA-2R", "in_library"), what="second")
+        assert renewed["lender_due_date"] == "2027-03-15"
+        wait_for(lambda: len(system.alma_request("ALMA-2R")["renewals"]) == 2 or None)
+        answers = system.alma_request("ALMA-2R")["renewals"]
+        assert [(r["answerYesNo"], r["dueDate"][:10]) for r in answers] == [
+            ("Y", "2027-02-15"),
+            ("Y", "2027-03-15"),
+        ]
+
+
+def test_an_unasked_extension_is_told_as_loaned_with_the_new_due_date(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-X")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-X", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-01-15")
+        wait_for(lambda: in_state(system, "ALMA-X", "shipped"))
+        alma_says(system, "ALMA-X", Action.RECEIVED)
+        system.lender(ws_id, "renewal", approve=True, due_date="2027-02-28")
+        wait_for(lambda: len(notices(system, "ALMA-X")) >= 3 or None, what="Loaned again")
+        assert notices(system, "ALMA-X") == [
+            ("RequestResponse", "WillSupply", None),
+            ("StatusChange", "Loaned", None),
+            ("StatusChange", "Loaned", None),
+        ]
+        assert system.alma_request("ALMA-X")["dueDate"].startswith("2027-02-28")
+        assert system.find("ALMA-X")["state"] == "in_library"
+
+
+def test_received_before_a_poll_saw_the_shipment_still_tells_alma_the_due_date(
+    fast_settings, engine
+):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-EARLY")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-EARLY", "exported"))[
+            "worldshare_request_id"
+        ]
+        assert alma_says(system, "ALMA-EARLY", Action.RECEIVED).message_status is MessageStatus.OK
+        system.lender(ws_id, "ship", due_date="2027-05-05")
+        known = wait_for(
+            lambda: (r := system.find("ALMA-EARLY")) and r["lender_due_date"] and r,
+            what="the due date",
+        )
+        assert known["state"] == "in_library"
+        wait_for(lambda: ("StatusChange", "Loaned", None) in notices(system, "ALMA-EARLY"))
+        alma = system.alma_request("ALMA-EARLY")
+        assert alma["dueDate"].startswith("2027-05-05")
+        assert alma["itemId"] == known["item_barcode"]
+
+
+def test_lender_checkin_policy_tells_alma_loan_completed_when_the_lender_has_it(
+    fast_settings, engine
+):
+    with running_system(fast_settings, engine, policy={"close_on": "lender_checkin"}) as system:
+        alma_says(system, "ALMA-LC")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-LC", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-01-15")
+        wait_for(lambda: in_state(system, "ALMA-LC", "shipped"))
+        alma_says(system, "ALMA-LC", Action.RECEIVED)
+        alma_says(system, "ALMA-LC", Action.SHIPPED_RETURN)
+        time.sleep(2.5)
+        assert system.find("ALMA-LC")["state"] == "returned"
+        assert ("RequestResponse", "LoanCompleted", None) not in notices(system, "ALMA-LC")
+        system.lender(ws_id, "close")
+        closed = wait_for(lambda: in_state(system, "ALMA-LC", "closed"), what="checked in")
+        assert closed["tasks"] == []
+        wait_for(lambda: ("RequestResponse", "LoanCompleted", None) in notices(system, "ALMA-LC"))
+
+
+def test_business_refusals_are_ok_then_a_negative_answer(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-B")
+        wait_for(lambda: in_state(system, "ALMA-B", "exported"))
+        # Nothing to renew yet: OK, then RenewResponse N with the current status.
+        assert alma_says(system, "ALMA-B", Action.RENEW).message_status is MessageStatus.OK
+        wait_for(lambda: ("RenewResponse", "WillSupply", "N") in notices(system, "ALMA-B"))
+        assert not system.find("ALMA-B")["needs_attention"]
+
+
+def test_a_repeated_received_with_a_new_timestamp_is_a_repeat(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-RR")
+        wait_for(lambda: in_state(system, "ALMA-RR", "exported"))
+        assert alma_says(system, "ALMA-RR", Action.RECEIVED).message_status is MessageStatus.OK
+        time.sleep(1.1)  # a new timestamp, to the second
+        again = alma_says(system, "ALMA-RR", Action.RECEIVED)
+        assert again.message_status is MessageStatus.OK
+        request = system.find("ALMA-RR")
+        assert request["state"] == "in_library" and not request["needs_attention"]
+
+
+def test_a_request_id_already_used_is_refused(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-USED")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-USED", "exported"))["worldshare_request_id"]
+        # A re-send while the request is live is a duplicate, confirmed OK.
+        assert alma_says(system, "ALMA-USED").message_status is MessageStatus.OK
+        system.lender(ws_id, "unfill")
+        wait_for(lambda: in_state(system, "ALMA-USED", "unfilled"))
+        used = alma_says(system, "ALMA-USED")
+        assert used.message_status is MessageStatus.ERROR
+        assert used.error_type.value == "UnrecognisedDataValue"
+        assert used.error_value == "request id already used"
+
+
+def test_alma_notification_is_kept_without_patron_data_and_flags(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-N")
+        wait_for(lambda: in_state(system, "ALMA-N", "exported"))
+        note = "Patron P-778899 (ramona@example.edu) asks: is it coming before the 20th?"
+        told = alma_says(system, "ALMA-N", Action.NOTIFICATION, note=note)
+        assert told.message_status is MessageStatus.OK
+        request = system.find("ALMA-N")
+        assert request["needs_attention"]
+        assert "is it coming before the 20th?" in request["attention_reason"]
+        [event] = [e for e in request["events"] if e["kind"] == "alma_notification"]
+        kept = event["detail"]["note"]
+        assert "is it coming before the 20th?" in kept
+        assert "P-778899" not in repr(request) and "ramona@example.edu" not in repr(request)
 
 
 def test_unfilled_by_the_network(fast_settings, engine):
@@ -225,8 +449,8 @@ def test_alma_unavailable_is_retried_until_it_answers(fast_settings, engine):
             f"{system.alma_url}/_sandbox/faults", json={"fail_status": 503, "times": 2}
         )
         alma_says(system, "ALMA-503")
-        wait_for(lambda: notices(system, "ALMA-503"), timeout=20, what="ExpectToSupply")
-        assert notices(system, "ALMA-503") == [("RequestResponse", "ExpectToSupply", None)]
+        wait_for(lambda: notices(system, "ALMA-503"), timeout=20, what="WillSupply")
+        assert notices(system, "ALMA-503") == [("RequestResponse", "WillSupply", None)]
 
         def notify_jobs() -> list[tuple[str, int]]:
             listed = system.api("GET", "/api/v1/jobs", params={"kind": "alma.notify"})
@@ -267,3 +491,49 @@ def test_a_message_without_the_institutions_security_code_is_refused(fast_settin
         assert system.find("ALMA-X") is None
         exports = system.api("GET", "/api/v1/jobs", params={"kind": "worldshare.export"})
         assert exports.json()["items"] == []
+
+
+def test_loaned_carries_the_lenders_return_address(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-RA")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-RA", "exported"))["worldshare_request_id"]
+        address = {
+            "attention": "ILL Lending",
+            "address1": "1 Library Walk",
+            "locality": "Gainesville",
+            "postal": "32611",
+        }
+        system.lender(ws_id, "ship", due_date="2027-06-01", return_address=address)
+        wait_for(lambda: len(system.alma_messages("ALMA-RA")) >= 2 or None, what="Loaned")
+        loaned = system.alma_messages("ALMA-RA")[1]
+        assert loaned["status"] == "Loaned"
+        assert loaned["returnTo"] == "1 Library Walk, Gainesville, 32611"
+
+
+def test_the_item_id_alma_gets_has_the_institutions_prefix(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        changed = system.api(
+            "PATCH",
+            "/api/v1/institutions/UNIV",
+            json={"alma": {"item_barcode_prefix": "FLVC-ILL-"}},
+        )
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["alma"]["item_barcode_prefix"] == "FLVC-ILL-"
+        alma_says(system, "ALMA-PFX")
+        ws_id = wait_for(lambda: in_state(system, "ALMA-PFX", "exported"))["worldshare_request_id"]
+        system.lender(ws_id, "ship", due_date="2027-06-01")
+        shipped = wait_for(lambda: in_state(system, "ALMA-PFX", "shipped"))
+        assert shipped["item_barcode"] == f"FLVC-ILL-{shipped['id']:09d}"
+        wait_for(lambda: len(system.alma_messages("ALMA-PFX")) >= 2 or None, what="Loaned")
+        assert system.alma_messages("ALMA-PFX")[1]["itemId"] == shipped["item_barcode"]
+
+
+def test_a_held_cancel_is_answered_no_when_alma_receives_the_item(fast_settings, engine):
+    with running_system(fast_settings, engine) as system:
+        alma_says(system, "ALMA-CR")
+        wait_for(lambda: in_state(system, "ALMA-CR", "exported"))
+        alma_says(system, "ALMA-CR", Action.CANCEL)
+        assert alma_says(system, "ALMA-CR", Action.RECEIVED).message_status is MessageStatus.OK
+        received = system.find("ALMA-CR")
+        assert received["state"] == "in_library" and received["tasks"] == []
+        wait_for(lambda: ("CancelResponse", "Loaned", "N") in notices(system, "ALMA-CR"))

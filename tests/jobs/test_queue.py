@@ -379,3 +379,34 @@ def test_queue_depth_counts_only_jobs_due_now(engine: Engine) -> None:
     assert depth == 2
     assert oldest is not None
     assert abs(oldest - (now - timedelta(minutes=5))) < timedelta(seconds=1)
+
+
+# serial keys: one request's Alma notices go out one at a time, in order
+
+
+def test_jobs_of_one_serial_key_run_one_at_a_time_in_order(engine: Engine) -> None:
+    first = add_job(engine, "notify", serial_key="notify:1")
+    second = add_job(engine, "notify", serial_key="notify:1")
+    other = add_job(engine, "notify", serial_key="notify:2")
+
+    claimed = queue.claim(engine, 10, 30.0)
+    # The second notice of request 1 waits while the first is running; request 2's goes.
+    assert sorted(job.id for job in claimed) == [first, other]
+    assert queue.claim(engine, 10, 30.0) == []
+
+    # A retry puts the first back in the queue: still ahead of the second, never behind it.
+    [running] = [job for job in claimed if job.id == first]
+    assert _finish(engine, running, "retry")
+    [again] = queue.claim(engine, 10, 30.0)
+    assert again.id == first
+    assert _finish(engine, again, "succeeded")
+    [then] = queue.claim(engine, 10, 30.0)
+    assert then.id == second
+
+
+def test_a_dead_job_does_not_block_its_serial_key_forever(engine: Engine) -> None:
+    first = add_job(engine, "notify", serial_key="notify:9")
+    second = add_job(engine, "notify", serial_key="notify:9")
+    assert _finish(engine, _claim_one(engine), "dead")
+    assert _claim_one(engine).id == second
+    assert first != second

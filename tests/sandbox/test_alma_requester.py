@@ -537,6 +537,15 @@ async def test_a_message_alma_does_not_take_from_a_supplier_is_refused(
         ("StatusChange", "Loaned", None, None, False, "Loan", "statusInfo/dueDate"),
         ("StatusChange", "Loaned", None, None, False, "CopyOrLoan", "statusInfo/dueDate"),
         ("StatusChange", "CopyCompleted", None, None, False, "Copy", Taken.APPLIED),
+        (
+            "StatusChange",
+            "CopyCompleted",
+            None,
+            None,
+            False,
+            "Loan",
+            "status CopyCompleted on a loan",
+        ),
         ("RenewResponse", "Loaned", True, True, True, "Loan", Taken.APPLIED),
         ("RenewResponse", "Loaned", True, None, True, "Loan", "statusInfo/dueDate"),
         ("RenewResponse", "Loaned", False, None, True, "Loan", Taken.APPLIED),
@@ -564,6 +573,7 @@ def test_judge_table(
         Agency(*ALMA),
         Agency(*BRIDGE),
         renewal_asked=renewal_asked,
+        actions_sent=["Cancel"] if reason == "CancelResponse" else [],
     )
     notice = Notice(
         "RS-1",
@@ -578,6 +588,21 @@ def test_judge_table(
     verdict = judge(notice, request)
 
     assert (verdict.error_value if isinstance(verdict, Refused) else verdict) == expected
+
+
+def test_a_cancel_response_for_no_cancel_asked_is_refused() -> None:
+    request = AlmaRequest("RS-1", ServiceType.LOAN, Agency(*ALMA), Agency(*BRIDGE))
+    notice = Notice(
+        "RS-1",
+        Agency(*ALMA),
+        Agency(*BRIDGE),
+        ReasonForMessage.CANCEL_RESPONSE,
+        Status.CANCELLED,
+        answer=True,
+    )
+    verdict = judge(notice, request)
+    assert isinstance(verdict, Refused)
+    assert verdict.error_value == "CancelResponse: no Cancel"
 
 
 # --- faults on demand -------------------------------------------------------------------------

@@ -38,7 +38,17 @@ def test_the_seeded_sandbox_plays_the_whole_demo(sandbox_settings, engine, capsy
         run_demo(url, read_demo_token(), alma_request_id="DEMO-T1")
     printed = capsys.readouterr().out
     assert "bridge: closed" in printed
-    assert "RequestResponse LoanCompleted" in printed
+    loan, copy = printed.split("what Alma was told about ")[1:]
+    told = [line.strip() for line in loan.splitlines()[1:] if line.strip()]
+    assert told[0] == "RequestResponse WillSupply"
+    assert told[1].startswith("StatusChange Loaned due ") and " item ILL-" in told[1]
+    assert told[2].startswith("RenewResponse Loaned Y due ")
+    assert told[3] == "RequestResponse LoanCompleted"
+    assert [line.strip() for line in copy.splitlines()[1:] if line.strip()] == [
+        "RequestResponse WillSupply",
+        "StatusChange CopyCompleted",
+    ]
+    assert "refused by Alma" not in printed
 
 
 @ONLY_SQLITE

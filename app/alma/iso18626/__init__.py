@@ -30,6 +30,7 @@ from app.alma.iso18626.messages import RequestingAgencyMessage as RequestingAgen
 from app.alma.iso18626.messages import (
     RequestingAgencyMessageConfirmation as RequestingAgencyMessageConfirmation,
 )
+from app.alma.iso18626.messages import ReturnAddress as ReturnAddress
 from app.alma.iso18626.messages import ServiceType as ServiceType
 from app.alma.iso18626.messages import Status as Status
 from app.alma.iso18626.messages import SupplyingAgencyMessage as SupplyingAgencyMessage
@@ -52,6 +53,8 @@ from app.alma.iso18626.outgoing import supplier_message as supplier_message
 from app.alma.iso18626.parsing import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from app.alma.iso18626.parsing import parse_message as parse_message
 from app.alma.iso18626.profile import ALMA_DEFAULT as ALMA_DEFAULT
+from app.alma.iso18626.profile import DEFAULT_PROFILE as DEFAULT_PROFILE
+from app.alma.iso18626.profile import PROFILES as PROFILES
 from app.alma.iso18626.profile import AlmaProfile as AlmaProfile
 from app.alma.iso18626.validation import IsoSchemaError as IsoSchemaError
 from app.alma.iso18626.validation import validate as validate

@@ -137,6 +137,19 @@ class Header:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnAddress:
+    """Where the item goes back to (ISO ``returnInfo``): the lender's address, never a patron's."""
+
+    name: str | None = None
+    line1: str | None = None
+    line2: str | None = None
+    locality: str | None = None
+    postal_code: str | None = None
+    region: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderEcho:
     """The header fields a confirmation repeats; any may be absent from a message being refused."""
 

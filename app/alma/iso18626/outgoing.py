@@ -29,6 +29,7 @@ from app.alma.iso18626.messages import (
     ReasonForMessage,
     RequestConfirmation,
     RequestingAgencyMessageConfirmation,
+    ReturnAddress,
     Status,
     SupplyingAgencyMessageConfirmation,
     confirmation_for,
@@ -215,9 +216,11 @@ def encode_supplying_agency_message(
     last_change: datetime | None = None,
     item_id: str | None = None,
     date_sent: datetime | None = None,
+    return_to: ReturnAddress | None = None,
 ) -> bytes:
     """``lastChange`` defaults to the header timestamp; ``deliveryInfo`` appears with an item id
-    or a date sent (``dateSent`` defaulting to the header timestamp)."""
+    or a date sent (``dateSent`` defaulting to the header timestamp); ``returnInfo`` with
+    ``return_to``."""
     root, message = _document(MessageKind.SUPPLYING_AGENCY_MESSAGE)
     _header_element(message, header)
     info = _sub(message, "messageInfo")
@@ -235,7 +238,24 @@ def encode_supplying_agency_message(
         delivery = _sub(message, "deliveryInfo")
         _sub(delivery, "dateSent", _xs_datetime(date_sent or header.timestamp))
         _optional(delivery, "itemId", item_id)
+    if return_to is not None:
+        _return_info(message, return_to)
     return _finish(root)
+
+
+def _return_info(message: etree._Element, address: ReturnAddress) -> None:
+    info = _sub(message, "returnInfo")
+    _optional(info, "name", address.name)
+    physical = _sub(info, "physicalAddress")
+    for name, value in (
+        ("line1", address.line1),
+        ("line2", address.line2),
+        ("locality", address.locality),
+        ("postalCode", address.postal_code),
+        ("region", address.region),
+        ("country", address.country),
+    ):
+        _optional(physical, name, value)
 
 
 # --- what the bridge tells Alma ---------------------------------------------------------------
@@ -247,10 +267,11 @@ _SUPPLIER_MESSAGES: Mapping[
 ] = MappingProxyType(
     {
         AlmaNotice.EXPECT_TO_SUPPLY: (None, Status.EXPECT_TO_SUPPLY, None),
-        AlmaNotice.WILL_SUPPLY: (None, Status.WILL_SUPPLY, None),
+        AlmaNotice.WILL_SUPPLY: (None, None, None),
         AlmaNotice.LOANED: (None, Status.LOANED, None),
+        AlmaNotice.COPY_COMPLETED: (None, Status.COPY_COMPLETED, None),
         AlmaNotice.RENEW_YES: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, True),
-        AlmaNotice.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, Status.LOANED, False),
+        AlmaNotice.RENEW_NO: (ReasonForMessage.RENEW_RESPONSE, None, False),
         AlmaNotice.LOAN_COMPLETED: (None, Status.LOAN_COMPLETED, None),
         AlmaNotice.UNFILLED: (None, Status.UNFILLED, None),
         AlmaNotice.CANCELLED: (None, Status.CANCELLED, None),
@@ -283,6 +304,7 @@ def supplier_message(
     date_sent: datetime | None = None,
     note: str | None = None,
     reason_unfilled: str | None = None,
+    return_to: ReturnAddress | None = None,
 ) -> bytes:
     """The supplyingAgencyMessage for ``kind``, shaped the way ``profile``'s Alma accepts it.
 
@@ -292,10 +314,11 @@ def supplier_message(
     kind              reasonForMessage       status            answerYesNo
     ================  =====================  ================  ===========
     expect_to_supply  RequestResponse        ExpectToSupply    -
-    will_supply       RequestResponse        WillSupply        -
+    will_supply       RequestResponse        supply_status     -
     loaned            StatusChange           Loaned            -
+    copy_completed    StatusChange           CopyCompleted     -
     renew_yes         RenewResponse          Loaned            Y
-    renew_no          RenewResponse          Loaned            N
+    renew_no          RenewResponse          ``status``        N
     loan_completed    RequestResponse        LoanCompleted     -
     unfilled          RequestResponse        Unfilled          -
     cancelled         StatusChange           Cancelled         -
@@ -304,10 +327,13 @@ def supplier_message(
     status_answer     StatusRequestResponse  ``status``        -
     ================  =====================  ================  ===========
 
-    ``status`` is given for cancel_no and status_answer only; renew_yes needs the new
-    ``due_date``. A bare date is sent as noon UTC that day.
+    ``status`` is given for cancel_no, renew_no and status_answer only; will_supply reports the
+    profile's ``supply_status`` (WillSupply); renew_yes needs the new ``due_date``. A bare date
+    is sent as noon UTC that day.
     """
     reason, planned_status, answer = _SUPPLIER_MESSAGES[kind]
+    if kind is AlmaNotice.WILL_SUPPLY:
+        planned_status = profile.supply_status
     if planned_status is not None and status is not None:
         raise ValueError(f"{kind} always reports {planned_status}; it takes no status")
     if kind is AlmaNotice.RENEW_YES and due_date is None:
@@ -329,4 +355,5 @@ def supplier_message(
         due_date=_lender_due_date(due_date) if due_date is not None else None,
         item_id=item_id,
         date_sent=date_sent,
+        return_to=return_to,
     )

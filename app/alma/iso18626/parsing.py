@@ -108,10 +108,11 @@ def _unwrap(root: etree._Element) -> etree._Element:
     if etree.QName(root).localname != "ISO18626Message":
         return root
     version = root.get(qualified("version"), root.get("version"))
-    if version != ISO18626_VERSION:
+    # Some senders leave the version out; only a version that is given must be v1.2.
+    if version is not None and version != ISO18626_VERSION:
         # v1.2's closed errorType list has no "unsupported version"; BadlyFormedMessage is closest.
         raise IsoMessageError(
-            ErrorType.BADLY_FORMED_MESSAGE, f"unsupported version {_short(version or '(none)')}"
+            ErrorType.BADLY_FORMED_MESSAGE, f"unsupported version {_short(version)}"
         )
     messages = [child for child in root if isinstance(child.tag, str)]
     if len(messages) != 1 or etree.QName(messages[0]).namespace != ISO18626_NS:

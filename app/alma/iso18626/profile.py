@@ -18,6 +18,7 @@ _ALMA_REASON_FOR_STATUS: Mapping[Status, ReasonForMessage] = MappingProxyType(
         Status.EXPECT_TO_SUPPLY: ReasonForMessage.REQUEST_RESPONSE,
         Status.WILL_SUPPLY: ReasonForMessage.REQUEST_RESPONSE,
         Status.LOANED: ReasonForMessage.STATUS_CHANGE,
+        Status.COPY_COMPLETED: ReasonForMessage.STATUS_CHANGE,
         Status.LOAN_COMPLETED: ReasonForMessage.REQUEST_RESPONSE,
         Status.UNFILLED: ReasonForMessage.REQUEST_RESPONSE,
         Status.CANCELLED: ReasonForMessage.STATUS_CHANGE,
@@ -31,8 +32,11 @@ class AlmaProfile:
 
     ``reason_for_status`` is the reasonForMessage Alma accepts for each status the bridge reports
     unprompted; the note markers are where Alma writes delivery and return addresses.
+    ``supply_status`` is what Alma is told once the request is with the lending network, after
+    export and in status answers: Alma ignores ExpectToSupply, so WillSupply by default.
     """
 
+    supply_status: Status = Status.WILL_SUPPLY
     reason_for_status: Mapping[Status, ReasonForMessage] = field(
         default_factory=lambda: _ALMA_REASON_FOR_STATUS
     )
@@ -49,6 +53,16 @@ class AlmaProfile:
 
 
 ALMA_DEFAULT = AlmaProfile()
+# The profiles an institution can choose (`alma.iso18626_profile`), by name.
+PROFILES: Mapping[str, AlmaProfile] = MappingProxyType(
+    {
+        "alma": ALMA_DEFAULT,
+        # A requester that reads the standard's first answer, as ISO 18626 brokers other than
+        # Alma do.
+        "expect_to_supply": AlmaProfile(supply_status=Status.EXPECT_TO_SUPPLY),
+    }
+)
+DEFAULT_PROFILE = "alma"
 
 
 def _cut_between(text: str, markers: tuple[str, str]) -> tuple[str, str | None]:

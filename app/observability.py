@@ -151,6 +151,12 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.alma_api_remaining = Gauge(
+            "illbridge_alma_api_remaining",
+            "Alma API calls left today (X-Exl-Api-Remaining), by institution code",
+            ["institution"],
+            registry=self.registry,
+        )
         self.requests = Gauge(
             "illbridge_requests", "Borrowing requests by state", ["state"], registry=self.registry
         )

@@ -69,6 +69,14 @@ class AlmaNotice(StrEnum):
     STATUS_ANSWER = "status_answer"
 
 
+class CloseOn(StrEnum):
+    """When the bridge tells Alma `LoanCompleted`, so Alma closes the borrowing request."""
+
+    PATRON_RETURN = "patron_return"  # the patron's loan is scanned back in (the guide's way)
+    SHIPPED_RETURN = "shipped_return"  # Alma staff shipped the item back to the lender
+    LENDER_CHECKIN = "lender_checkin"  # the lender checked the item in
+
+
 TERMINAL_STATES = frozenset({RequestState.CLOSED, RequestState.UNFILLED, RequestState.CANCELLED})
 # Where the item is with the borrowing library and a renewal can be asked for.
 HELD_STATES = frozenset({RequestState.IN_LIBRARY, RequestState.ON_LOAN})

@@ -8,6 +8,8 @@ from enum import StrEnum
 from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
 
+from app.borrowing.states import CloseOn
+from app.db import StrEnumType
 from app.timeutil import UTCDateTime, utcnow
 
 ADMIN_SCOPE = "admin"
@@ -41,6 +43,10 @@ class Institution(SQLModel, table=True):
     alma_agency_id_value: str | None = Field(default=None, max_length=128)
     bridge_agency_id_type: str | None = Field(default=None, max_length=64)
     bridge_agency_id_value: str | None = Field(default=None, max_length=128)
+    # Library codes whose loans may be of borrowed temporary items (LOAN webhooks).
+    alma_resource_sharing_libraries: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
+    )
 
     worldshare_base_url: str | None = Field(default=None, max_length=500)
     worldshare_token_url: str | None = Field(default=None, max_length=500)
@@ -77,6 +83,10 @@ class Institution(SQLModel, table=True):
     poll_interval_seconds: int = Field(default=3600)
     status_map: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+    close_on: CloseOn = Field(
+        default=CloseOn.PATRON_RETURN,
+        sa_column=Column(StrEnumType(CloseOn, 32), nullable=False, default=CloseOn.PATRON_RETURN),
     )
 
     created_at: datetime = Field(

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.borrowing.states import LenderOutcome
+from app.borrowing.states import CloseOn, LenderOutcome
 from app.institutions.worldshare_settings import (
     BillingTypes,
     DeliveryEmail,
@@ -81,6 +81,15 @@ class AlmaSettingsIn(StrictInput):
     bridge_agency_id: AgencyId | None = Field(
         default=None, description="The agency id Alma knows the bridge by (the partner's code)"
     )
+    resource_sharing_libraries: (
+        list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.]+$")]]
+        | None
+    ) = Field(
+        default=None,
+        max_length=50,
+        description="Alma library codes where borrowed temporary items are loaned: a LOAN "
+        "webhook from one of them that matches no request is kept for staff",
+    )
 
 
 class WorldShareSettingsIn(StrictInput):
@@ -121,6 +130,11 @@ class PolicyIn(StrictInput):
         default=None,
         max_length=100,
         description="WorldShare requestStatus → outcome, overriding the defaults",
+    )
+    close_on: CloseOn | None = Field(
+        default=None,
+        description="When Alma is told LoanCompleted and closes its borrowing request: "
+        "patron_return (the loan scanned back in; default), shipped_return, lender_checkin",
     )
 
     @field_validator("status_map")
@@ -165,6 +179,7 @@ class AlmaSettingsOut(BaseModel):
     iso18626_allow_without_code: bool
     agency_id: AgencyIdOut | None
     bridge_agency_id: AgencyIdOut | None
+    resource_sharing_libraries: list[str]
 
 
 class WorldShareSettingsOut(BaseModel):
@@ -195,6 +210,7 @@ class PolicyOut(BaseModel):
     retention_days: int
     poll_interval_seconds: int
     status_map: dict[str, str]
+    close_on: CloseOn
 
 
 class InstitutionPublic(BaseModel):

@@ -61,6 +61,7 @@ POLICY_FIELDS = (
     "retention_days",
     "poll_interval_seconds",
     "status_map",
+    "close_on",
 )
 GROUP_URLS = {"alma": ("api_base_url", "iso18626_url"), "worldshare": ("base_url", "token_url")}
 GROUP_SECRETS = {
@@ -81,6 +82,7 @@ FIELD_OF_COLUMN = {
     "alma_agency_id_value": "alma.agency_id",
     "bridge_agency_id_type": "alma.bridge_agency_id",
     "bridge_agency_id_value": "alma.bridge_agency_id",
+    "alma_resource_sharing_libraries": "alma.resource_sharing_libraries",
     "worldshare_base_url": "worldshare.base_url",
     "worldshare_token_url": "worldshare.token_url",
     "worldshare_scope": "worldshare.scope",
@@ -315,6 +317,8 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
     if alma.bridge_agency_id is not None:
         institution.bridge_agency_id_type = alma.bridge_agency_id.type
         institution.bridge_agency_id_value = alma.bridge_agency_id.value
+    if alma.resource_sharing_libraries is not None:
+        institution.alma_resource_sharing_libraries = list(alma.resource_sharing_libraries)
 
 
 def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSettingsIn) -> None:
@@ -379,6 +383,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             bridge_agency_id=agency(
                 institution.bridge_agency_id_type, institution.bridge_agency_id_value
             ),
+            resource_sharing_libraries=institution.alma_resource_sharing_libraries or [],
         ),
         worldshare=WorldShareSettingsOut(
             base_url=institution.worldshare_base_url,
@@ -405,6 +410,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             retention_days=institution.retention_days,
             poll_interval_seconds=institution.poll_interval_seconds,
             status_map=institution.status_map,
+            close_on=institution.close_on,
         ),
         created_at=institution.created_at,
         updated_at=institution.updated_at,

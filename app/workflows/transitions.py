@@ -16,7 +16,7 @@ from app.borrowing.states import ALMA_NOTICES, AlmaNotice, RequestState, Trigger
 from app.borrowing.tasks import TaskKind, close_task, open_task
 from app.jobs.queue import enqueue
 from app.timeutil import utcnow
-from app.workflows.kinds import NOTIFY_ALMA, NoticePayload
+from app.workflows.kinds import NOTIFY_ALMA, UPDATE_ALMA_LOAN, NoticePayload, UpdateLoanPayload
 
 CANCELLABLE_STATES = frozenset({RequestState.RECEIVED, RequestState.EXPORTED})
 
@@ -77,9 +77,21 @@ def request_renewal(session: Session, request: BorrowingRequest, source: str) ->
 def answer_renewal(
     session: Session, request: BorrowingRequest, trigger: Trigger, source: str, **detail: Any
 ) -> bool:
-    """The lender approved or refused a renewal: apply it and withdraw the staff task."""
+    """The lender approved or refused a renewal: apply it and withdraw the staff task.
+
+    An approval also moves the patron's loan in Alma to the new patron due date, once per date.
+    """
     if not advance(session, request, trigger, source, detail=detail):
         return False
+    if trigger is Trigger.RENEWAL_APPROVED and request.patron_due_date is not None:
+        enqueue(
+            session,
+            UPDATE_ALMA_LOAN,
+            UpdateLoanPayload(due_date=request.patron_due_date),
+            dedupe_key=f"loan-due:{request.id}:{request.patron_due_date.isoformat()}",
+            institution_id=request.institution_id,
+            request_id=request.id,
+        )
     close_task(
         session,
         request,

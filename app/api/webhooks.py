@@ -141,7 +141,7 @@ async def receive_webhook(
     if taken.status is not WebhookStatus.IGNORED:
         log.info(
             "webhook_taken",
-            extra={"institution": institution, "event": taken.event, "outcome": taken.status},
+            extra={"institution": institution, "alma_event": taken.event, "outcome": taken.status},
         )
     if taken.queued:
         wake()

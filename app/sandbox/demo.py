@@ -23,6 +23,8 @@ DEMO_CODE = "DEMO"
 DEMO_ALMA_AGENCY = ("ISIL", "US-DEMO")
 DEMO_BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 DEMO_SECURITY_CODE = "demo-shared-code"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret"  # noqa: S105 (the sandbox's, not a real one)
+DEMO_ILL_LIBRARY = "ILL"
 TOKEN_FILE = VAR_DIR / "sandbox-admin.token"
 
 
@@ -52,6 +54,10 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                             "bridge_agency_id": dict(
                                 zip(("type", "value"), DEMO_BRIDGE_AGENCY, strict=True)
                             ),
+                            "api_base_url": f"{base}{ALMA_PREFIX}/almaws/v1",
+                            "api_key": "sandbox-alma-api-key",
+                            "webhook_secrets": [DEMO_WEBHOOK_SECRET],
+                            "resource_sharing_libraries": [DEMO_ILL_LIBRARY],
                         },
                         "worldshare": {
                             "base_url": f"{base}{WORLDSHARE_PREFIX}/ILL",
@@ -88,7 +94,8 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
 
 
 def run_demo(base_url: str, token: str, *, alma_request_id: str) -> None:
-    """Play Alma: send an unfilled request, receive the item, ask a renewal, return it."""
+    """Play Alma: send an unfilled request, receive the item, loan it to the patron, ask a
+    renewal, scan the return."""
     asyncio.run(_play(base_url.rstrip("/"), token, alma_request_id))
 
 
@@ -143,7 +150,11 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         await http.post(
             f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/ship"
         )
-        await wait_for_state("shipped")
+        shipped = await wait_for_state("shipped")
+        webhook = {
+            "webhook_url": f"{base}/webhooks/alma/{DEMO_CODE}",
+            "secret": DEMO_WEBHOOK_SECRET,
+        }
         for action in (Action.RECEIVED, Action.RENEW):
             print(f"Alma → bridge: {action.value}")
             confirmed = await send_action(
@@ -157,25 +168,42 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 security_code=DEMO_SECURITY_CODE,
             )
             _must_be_taken(confirmed, action.value)
+            if action is Action.RECEIVED:
+                await wait_for_state("in_library")
+                print("Alma → bridge: webhook LOAN_CREATED (the patron borrows the item)")
+                patron_due = shipped["patron_due_date"] or "2030-01-01"
+                loaned = await http.post(
+                    f"{alma_url}/_sandbox/loans",
+                    json={
+                        **webhook,
+                        "user_id": "demo-patron",
+                        "item_barcode": shipped["item_barcode"],
+                        "library": DEMO_ILL_LIBRARY,
+                        "due_date": patron_due,
+                    },
+                )
+                loan_id = loaned.json()["loan_id"]
+                await wait_for_state("on_loan")
         print("lender approves the renewal")
         await http.post(
             f"{base}{WORLDSHARE_PREFIX}/_sandbox/requests/{exported['worldshare_request_id']}/renewal",
             json={"approve": True},
         )
-        await wait_for_state("in_library")
-        print("Alma → bridge: ShippedReturn")
-        confirmed = await send_action(
-            http,
-            alma_url,
-            bridge_url=iso_url,
-            request_id=alma_request_id,
-            action=Action.SHIPPED_RETURN,
-            requesting_agency=DEMO_ALMA_AGENCY,
-            supplying_agency=DEMO_BRIDGE_AGENCY,
-            security_code=DEMO_SECURITY_CODE,
+        renewed = await wait_for_state("on_loan")
+        loan = await _loan_once_updated(http, f"{alma_url}/_sandbox/loans/{loan_id}")
+        print(
+            f"  bridge → Alma REST: PUT loan, patron due {loan['due_date'][:10]} "
+            f"(lender due {renewed['lender_due_date']})"
         )
-        _must_be_taken(confirmed, Action.SHIPPED_RETURN.value)
-        await wait_for_state("closed")
+        print("Alma → bridge: webhook LOAN_RETURNED (the return scan)")
+        await http.post(
+            f"{alma_url}/_sandbox/loans/{loan_id}/events",
+            json={**webhook, "event": "LOAN_RETURNED"},
+        )
+        closed = await wait_for_state("closed")
+        detail = (await http.get(f"{base}/api/v1/requests/{closed['id']}")).json()
+        for task in detail["tasks"]:
+            print(f"  staff task: {task['kind']}: {task['reason']}")
         told = {"request_id": alma_request_id}
         messages = await http.get(f"{alma_url}/_sandbox/messages", params=told)
         print("what Alma was told:")
@@ -189,6 +217,16 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
                 f"  refused by Alma: {refused['reasonForMessage']} {refused['status']} "
                 f"({refused['errorType']}: {refused['errorValue']})"
             )
+
+
+async def _loan_once_updated(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """The simulated Alma's loan once the bridge has PUT its new due date."""
+    for _ in range(120):
+        loan = dict((await http.get(url)).json())
+        if loan["puts"] >= 1:
+            return loan
+        await asyncio.sleep(0.5)
+    raise SystemExit("the bridge did not update the patron's loan in time")
 
 
 def _must_be_taken(confirmation: PartnerAnswer, what: str) -> None:

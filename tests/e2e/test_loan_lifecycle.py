@@ -3,6 +3,7 @@ renewal (RenewResponse + the loan PUT), and the close on the patron's return sca
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlmodel import Session, select
@@ -110,3 +111,38 @@ def test_a_loan_that_is_not_an_interlibrary_loan_leaves_no_row(fast_settings, en
         # Periodic jobs may come and go; none is about the loan.
         before.pop("Job")
         assert after == before
+
+
+def test_a_renewal_seen_by_polling_and_reported_by_the_api_has_its_effects_once(
+    fast_settings, engine
+):
+    with running_system(fast_settings, engine) as system:
+        loaned, loan_id = on_loan(system, "ALMA-L3")
+        assert alma_says(system, "ALMA-L3", Action.RENEW).message_status is MessageStatus.OK
+        system.lender(
+            loaned["worldshare_request_id"], "renewal", approve=True, due_date="2027-03-01"
+        )
+        wait_for(lambda: system.alma_loan(loan_id)["due_date"].startswith("2027-02-22"))
+        answer = {"approved": True, "due_date": "2027-03-01"}
+        for _ in range(2):
+            reported = system.api("POST", f"/api/v1/requests/{loaned['id']}/renewal", json=answer)
+            assert reported.status_code == 200
+        wait_for(lambda: in_state(system, "ALMA-L3", "on_loan"))
+        # Give a second PUT or RenewResponse, if any were queued, time to go out.
+        wait_for(
+            lambda: any(
+                e["kind"] == "patron_loan_updated" for e in system.find("ALMA-L3")["events"]
+            )
+        )
+        system.lender(
+            loaned["worldshare_request_id"], "renewal", approve=True, due_date="2027-03-01"
+        )
+        refused_late = system.api(
+            "POST", f"/api/v1/requests/{loaned['id']}/renewal", json={"approved": False}
+        )
+        assert refused_late.status_code == 200
+        time.sleep(1.5)  # several poll cycles: none may move the loan or answer again
+        assert system.alma_loan(loan_id)["puts"] == 1
+        renew_answers = [n[2] for n in notices(system, "ALMA-L3") if n[0] == "RenewResponse"]
+        assert renew_answers == ["Y"]
+        assert system.find("ALMA-L3")["lender_due_date"] == "2027-03-01"

@@ -146,3 +146,26 @@ def test_a_renewal_seen_by_polling_and_reported_by_the_api_has_its_effects_once(
         renew_answers = [n[2] for n in notices(system, "ALMA-L3") if n[0] == "RenewResponse"]
         assert renew_answers == ["Y"]
         assert system.find("ALMA-L3")["lender_due_date"] == "2027-03-01"
+
+
+def test_alma_refusing_the_loan_update_is_on_the_timeline_with_code_and_tracking_id(
+    fast_settings, engine
+):
+    with running_system(fast_settings, engine) as system:
+        loaned, loan_id = on_loan(system, "ALMA-L4")
+        with Session(engine) as session:
+            # Alma no longer knows the loan under this user: it answers 400 with its error list.
+            request = session.get(BorrowingRequest, loaned["id"])
+            assert request is not None
+            request.requester_user_id = "someone-else"
+            session.add(request)
+            session.commit()
+        assert alma_says(system, "ALMA-L4", Action.RENEW).message_status is MessageStatus.OK
+        answer = {"approved": True, "due_date": "2027-02-15"}
+        system.api("POST", f"/api/v1/requests/{loaned['id']}/renewal", json=answer)
+        flagged = wait_for(lambda: (r := system.find("ALMA-L4")) and r["needs_attention"] and r)
+        reason = flagged["attention_reason"]
+        assert "Updating the patron's loan in Alma failed" in reason
+        assert "HTTP 400" in reason and "code 401890" in reason and "tracking id E01-" in reason
+        assert "someone-else" not in reason
+        assert system.alma_loan(loan_id)["puts"] == 0

@@ -18,12 +18,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import or_
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, or_, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from app.alma.webhooks import AlmaEvent, BadEvent, LoanFacts, parse_event, signature_valid
+from app.alma.webhooks import AlmaEvent, BadEvent, parse_event, signature_valid
 from app.api.deps import AppRuntime, WakeWorker
 from app.api.routing import AuthFirstRoute
 from app.borrowing import service
@@ -162,20 +162,58 @@ class Match:
     unmatched: bool  # a resource-sharing library's loan that matches no request
 
 
+@dataclass(frozen=True)
+class Listener:
+    """What the listener needs of an institution."""
+
+    id: int
+    webhook_secrets: str | None
+    resource_sharing_libraries: tuple[str, ...]
+
+
+# Built once: every event runs the same two small reads, so they skip the ORM and reuse the
+# compiled SQL. A loan matches on any id the bridge linked; an absent id binds NULL, which
+# matches nothing.
+_LISTENER = select(
+    Institution.id,
+    Institution.alma_webhook_secrets_encrypted,
+    Institution.alma_resource_sharing_libraries,
+).where(Institution.code == bindparam("code"), col(Institution.active).is_(True))
+_MATCH = (
+    select(BorrowingRequest.id)
+    .where(
+        BorrowingRequest.institution_id == bindparam("institution_id"),
+        or_(
+            col(BorrowingRequest.item_barcode) == bindparam("item_barcode"),
+            col(BorrowingRequest.alma_item_id) == bindparam("item_id"),
+            col(BorrowingRequest.alma_loan_id) == bindparam("loan_id"),
+            col(BorrowingRequest.alma_request_id) == bindparam("request_id"),
+        ),
+    )
+    .order_by(col(BorrowingRequest.id).desc())
+    .limit(1)
+)
+
+
 def take_event(
     engine: Engine, box: SecretBox, code: str, body: bytes, signature: str | None
 ) -> Taken:
     """Verify, read and store one event with the job that handles it; nothing for an ignored one."""
-    with read_session(engine) as session:
-        institution = _institution(session, code)
-        if not signature_valid(body, signature, _secrets(box, institution)):
+    with engine.connect() as connection:
+        row = connection.execute(_LISTENER, {"code": code}).first()
+        if row is None:
+            raise NotFound(f"no institution {code}")
+        listener = Listener(row[0], row[1], tuple(row[2] or ()))
+        secrets = _decrypted(box, listener.webhook_secrets) if listener.webhook_secrets else ()
+        if not signature_valid(body, signature, secrets):
             log.warning("webhook_signature_refused", extra={"institution": code})
             raise Unauthorized("missing or wrong X-Exl-Signature", code="bad_signature")
         try:
             event = parse_event(body)
         except BadEvent as exc:
             raise AppError(str(exc), code="bad_request") from None
-        match = _match(session, institution, event)
+        match = _match(connection, listener, event)
+        connection.rollback()
     if match is None:
         return Taken(WebhookStatus.IGNORED, event.event)
     try:
@@ -200,12 +238,7 @@ def _decrypted(box: SecretBox, ciphertext: str) -> tuple[str, ...]:
     return tuple(box.decrypt_list(ciphertext))
 
 
-def _secrets(box: SecretBox, institution: Institution) -> tuple[str, ...]:
-    stored = institution.alma_webhook_secrets_encrypted
-    return _decrypted(box, stored) if stored else ()
-
-
-def _match(session: Session, institution: Institution, event: AlmaEvent) -> Match | None:
+def _match(connection: Connection, listener: Listener, event: AlmaEvent) -> Match | None:
     """The request a LOAN event is about, an unmatched loan to keep, or None to ignore it.
 
     A borrowed temporary item is known by the barcode the bridge gave Alma, the item id or
@@ -215,36 +248,26 @@ def _match(session: Session, institution: Institution, event: AlmaEvent) -> Matc
     loan = event.loan
     if event.loan_event is None or loan is None:
         return None
-    assert institution.id is not None
-    found = _find_request(session, institution.id, loan)
+    found = connection.execute(
+        _MATCH,
+        {
+            "institution_id": listener.id,
+            "item_barcode": loan.item_barcode,
+            "item_id": loan.item_id,
+            "loan_id": loan.loan_id,
+            "request_id": loan.request_id,
+        },
+    ).scalar()
     if found is not None:
-        return Match(institution.id, found, unmatched=False)
-    if loan.library and loan.library in (institution.alma_resource_sharing_libraries or []):
-        return Match(institution.id, None, unmatched=True)
+        return Match(listener.id, found, unmatched=False)
+    if loan.library and loan.library in listener.resource_sharing_libraries:
+        return Match(listener.id, None, unmatched=True)
     return None
 
 
-def _find_request(session: Session, institution_id: int, loan: LoanFacts) -> int | None:
-    keys = []
-    if loan.item_barcode:
-        keys.append(col(BorrowingRequest.item_barcode) == loan.item_barcode)
-    if loan.item_id:
-        keys.append(col(BorrowingRequest.alma_item_id) == loan.item_id)
-    keys.append(col(BorrowingRequest.alma_loan_id) == loan.loan_id)
-    if loan.request_id:
-        keys.append(col(BorrowingRequest.alma_request_id) == loan.request_id)
-    return session.exec(
-        select(BorrowingRequest.id)
-        .where(BorrowingRequest.institution_id == institution_id, or_(*keys))
-        .order_by(col(BorrowingRequest.id).desc())
-        .limit(1)
-    ).first()
-
-
 def _store(session: Session, match: Match, event: AlmaEvent) -> WebhookStatus:
+    # A repeat fails the inbox's unique key (source, external id): the caller answers duplicate.
     external_id = f"{match.institution_id}:{event.id}"
-    if service.find_inbound(session, InboxSource.WEBHOOK, external_id) is not None:
-        return WebhookStatus.DUPLICATE
     loan = event.loan
     assert loan is not None and event.loan_event is not None
     # Ids staff and the handler need; never the patron's.
@@ -275,11 +298,15 @@ def _store(session: Session, match: Match, event: AlmaEvent) -> WebhookStatus:
         )
         return WebhookStatus.ACCEPTED
     if loan.user_id is not None:
-        request = session.get(BorrowingRequest, match.request_id)
-        if request is not None and request.requester_user_id is None:
-            # The patron's Alma id: needed to update their loan, kept in its one column.
-            request.requester_user_id = loan.user_id
-            session.add(request)
+        # The patron's Alma id, needed to update their loan, kept in its one column.
+        session.execute(
+            update(BorrowingRequest)
+            .where(
+                col(BorrowingRequest.id) == match.request_id,
+                col(BorrowingRequest.requester_user_id).is_(None),
+            )
+            .values(requester_user_id=loan.user_id)
+        )
     enqueue(
         session,
         HANDLE_LOAN_EVENT,

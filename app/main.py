@@ -16,6 +16,9 @@ from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
 from app.api.health import ReadinessProbe
 from app.api.iso18626 import router as iso18626_router
+from app.api.webhooks import MAX_WEBHOOK_BYTES
+from app.api.webhooks import PATH_PREFIX as WEBHOOK_PATH_PREFIX
+from app.api.webhooks import router as webhooks_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.jobs.worker import Worker
@@ -32,7 +35,9 @@ Every error answers with `{"error": "<code>", "detail": "<message>"}`.
 
 
 def _body_limit_for(path: str) -> int | None:
-    """ISO 18626 messages are small; anything larger is refused before it is read."""
+    """ISO 18626 messages and Alma's events are small; larger bodies are refused unread."""
+    if path.startswith(WEBHOOK_PATH_PREFIX):
+        return MAX_WEBHOOK_BYTES
     return MAX_MESSAGE_BYTES if path.startswith("/iso18626/") else None
 
 
@@ -82,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(iso18626_router)
+    app.include_router(webhooks_router)
     if settings.sandbox:
         from app.sandbox.mount import mount_sandboxes
 

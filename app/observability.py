@@ -28,8 +28,12 @@ _SECRET_VALUES = re.compile(r"(ilb_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|apikey\s+\S+)
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# Alma's REST paths carry the patron's user id (`/almaws/v1/users/{user_id}/loans/…`).
+_ALMA_USER_PATH = re.compile(r"(/users/)[^/?#\s\"']+")
+
+
 def redact(value: str) -> str:
-    return _SECRET_VALUES.sub("[redacted]", value)
+    return _ALMA_USER_PATH.sub(r"\1[redacted]", _SECRET_VALUES.sub("[redacted]", value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -149,6 +153,12 @@ class Metrics:
             "illbridge_inbound_messages_total",
             "Messages received, by source and outcome",
             ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.alma_api_remaining = Gauge(
+            "illbridge_alma_api_remaining",
+            "Alma API calls left today (X-Exl-Api-Remaining), by institution code",
+            ["institution"],
             registry=self.registry,
         )
         self.requests = Gauge(

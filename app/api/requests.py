@@ -27,14 +27,15 @@ from app.borrowing.schemas import (
     BorrowingRequestDetail,
     BorrowingRequestPage,
     BorrowingRequestPublic,
+    RenewalAnswer,
     ResolveAttention,
 )
-from app.borrowing.states import RequestState
+from app.borrowing.states import TERMINAL_STATES, RequestState
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
 from app.institutions.models import ApiToken, Institution
 from app.institutions.service import codes_by_id, get_by_code
-from app.workflows import export, intake
+from app.workflows import export, intake, loans
 
 router = APIRouter(
     prefix="/api/v1/requests",
@@ -216,5 +217,40 @@ def resolve_attention(
             )
         session.commit()
     if body.export_again:
+        wake()
+    return queries.to_public(request, institution.code)
+
+
+@router.post("/{request_id}/renewal")
+def report_renewal(
+    request_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    body: RenewalAnswer,
+    token: Writer,
+    runtime: AppRuntime,
+    wake: WakeWorker,
+) -> BorrowingRequestPublic:
+    """Report the lender's answer to a renewal (WorldShare's API cannot tell it in time).
+
+    Approved: Alma is told RenewResponse Y with the new lender due date, and the patron's loan
+    is moved to that date less the institution's offset, then read back (a mismatch opens a
+    due-date-drift task). Refused: RenewResponse N, no date changes. Reporting an answer again,
+    or one polling already saw, changes nothing.
+    """
+    with write_session(runtime.engine) as session:
+        request = _visible_request(session, token, request_id)
+        if request.state in TERMINAL_STATES:
+            raise Conflict(f"request {request_id} is {request.state.value}")
+        institution = session.get(Institution, request.institution_id)
+        assert institution is not None
+        applied = loans.report_renewal(
+            session,
+            request,
+            institution,
+            approved=body.approved,
+            due_date=body.due_date,
+            source=f"operator:{token.name}"[:32],
+        )
+        session.commit()
+    if applied:
         wake()
     return queries.to_public(request, institution.code)

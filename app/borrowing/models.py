@@ -24,12 +24,14 @@ class RequestOrigin(StrEnum):
 class InboxSource(StrEnum):
     ISO18626 = "iso18626"
     REST = "rest"
+    WEBHOOK = "webhook"
 
 
 class InboxOutcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     FLAGGED = "flagged"  # recorded, did not fit the request's state
+    UNMATCHED = "unmatched"  # a loan in a resource-sharing library that matches no request
 
 
 class BorrowingRequest(SQLModel, table=True):
@@ -91,6 +93,9 @@ class BorrowingRequest(SQLModel, table=True):
     )
     # Alma asked to cancel an exported request: answered once WorldShare shows what happened.
     cancel_asked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # The patron's loan of the temporary item, linked by LOAN_CREATED.
+    alma_loan_id: str | None = Field(default=None, max_length=64, index=True)
+    alma_item_id: str | None = Field(default=None, max_length=64, index=True)
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     needs_attention: bool = Field(default=False, index=True)

@@ -90,6 +90,7 @@ def to_public(request: BorrowingRequest, institution_code: str) -> BorrowingRequ
         service_kind=request.service_kind,
         patron_due_date=request.patron_due_date,
         item_barcode=request.item_barcode,
+        alma_loan_id=request.alma_loan_id,
         citation=request.citation,
         created_at=request.created_at,
         updated_at=request.updated_at,

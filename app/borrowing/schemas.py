@@ -32,6 +32,21 @@ class BorrowingRequestCreate(StrictInput):
     citation: Citation
 
 
+class RenewalAnswer(StrictInput):
+    """The lender's answer to a renewal, reported by staff or another service."""
+
+    approved: bool
+    due_date: date | None = Field(
+        default=None, description="The new lender due date; required when approved"
+    )
+
+    @model_validator(mode="after")
+    def _date_when_approved(self) -> RenewalAnswer:
+        if self.approved and self.due_date is None:
+            raise ValueError("an approved renewal needs its due_date")
+        return self
+
+
 class ResolveAttention(StrictInput):
     """What staff did; empty to say the flag and every open task of the request are done."""
 
@@ -83,6 +98,7 @@ class BorrowingRequestPublic(BaseModel):
     lender_due_date: date | None
     patron_due_date: date | None
     item_barcode: str | None
+    alma_loan_id: str | None = Field(description="The patron's Alma loan of the temporary item")
     citation: dict[str, Any]
     created_at: datetime
     updated_at: datetime

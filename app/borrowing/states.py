@@ -38,7 +38,8 @@ class CloseOn(StrEnum):
     Each value names the trigger after which the notice goes out (`CLOSING_TRIGGERS`).
     """
 
-    SHIPPED_RETURN = "shipped_return"  # Alma's staff shipped the item back (the default)
+    PATRON_RETURN = "patron_return"  # the patron's loan is scanned back in (the default)
+    SHIPPED_RETURN = "shipped_return"  # Alma's staff shipped the item back
     LENDER_CHECKIN = "lender_checkin"  # WorldShare shows the lender has it back, or closed
 
 
@@ -149,6 +150,7 @@ ALMA_NOTICES: dict[Trigger, AlmaNotice] = {
 }
 # After which trigger Alma is told LoanCompleted, by the institution's `close_on` policy.
 CLOSING_TRIGGERS: dict[CloseOn, Trigger] = {
+    CloseOn.PATRON_RETURN: T.PATRON_RETURNED,
     CloseOn.SHIPPED_RETURN: T.SHIPPED_RETURN,
     CloseOn.LENDER_CHECKIN: T.LOAN_COMPLETED,
 }

@@ -51,6 +51,10 @@ class Institution(SQLModel, table=True):
     alma_item_barcode_prefix: str = Field(
         default="ILL-", sa_column=Column(String(32), nullable=False, server_default="ILL-")
     )
+    # Library codes whose loans may be of borrowed temporary items (LOAN webhooks).
+    alma_resource_sharing_libraries: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, default=list)
+    )
 
     worldshare_base_url: str | None = Field(default=None, max_length=500)
     worldshare_token_url: str | None = Field(default=None, max_length=500)
@@ -85,10 +89,11 @@ class Institution(SQLModel, table=True):
     patron_due_date_offset_days: int = Field(default=7)
     retention_days: int = Field(default=365)
     poll_interval_seconds: int = Field(default=3600)
+    # Institutions from before the LOAN webhooks keep shipped_return (set by migration 0007).
     close_on: CloseOn = Field(
-        default=CloseOn.SHIPPED_RETURN,
+        default=CloseOn.PATRON_RETURN,
         sa_column=Column(
-            StrEnumType(CloseOn, 32), nullable=False, server_default=CloseOn.SHIPPED_RETURN.value
+            StrEnumType(CloseOn, 32), nullable=False, server_default=CloseOn.PATRON_RETURN.value
         ),
     )
     status_map: dict[str, str] = Field(

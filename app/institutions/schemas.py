@@ -91,6 +91,15 @@ class AlmaSettingsIn(StrictInput):
         description="Put before the item id Alma's temporary item gets (default ILL-), so it "
         "cannot collide with the library's own barcodes",
     )
+    resource_sharing_libraries: (
+        list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.]+$")]]
+        | None
+    ) = Field(
+        default=None,
+        max_length=50,
+        description="Alma library codes where borrowed temporary items are loaned: a LOAN "
+        "webhook from one of them that matches no request is kept for staff",
+    )
 
 
 class WorldShareSettingsIn(StrictInput):
@@ -134,8 +143,10 @@ class PolicyIn(StrictInput):
     )
     close_on: CloseOn | None = Field(
         default=None,
-        description="When Alma is told LoanCompleted: shipped_return (Alma's ShippedReturn, the "
-        "default) or lender_checkin (WorldShare shows the item returned or the request closed)",
+        description="When Alma is told LoanCompleted and closes its borrowing request: "
+        "patron_return (the LOAN_RETURNED webhook: the loan scanned back in; the default), "
+        "shipped_return (Alma's ShippedReturn) or lender_checkin (WorldShare shows the item "
+        "returned or the request closed)",
     )
 
     @field_validator("status_map")
@@ -182,6 +193,7 @@ class AlmaSettingsOut(BaseModel):
     bridge_agency_id: AgencyIdOut | None
     item_barcode_prefix: str
     iso18626_profile: str
+    resource_sharing_libraries: list[str]
 
 
 class WorldShareSettingsOut(BaseModel):

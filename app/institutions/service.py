@@ -84,6 +84,7 @@ FIELD_OF_COLUMN = {
     "bridge_agency_id_value": "alma.bridge_agency_id",
     "alma_item_barcode_prefix": "alma.item_barcode_prefix",
     "alma_iso18626_profile": "alma.iso18626_profile",
+    "alma_resource_sharing_libraries": "alma.resource_sharing_libraries",
     "worldshare_base_url": "worldshare.base_url",
     "worldshare_token_url": "worldshare.token_url",
     "worldshare_scope": "worldshare.scope",
@@ -322,6 +323,8 @@ def _apply_alma(institution: Institution, box: SecretBox, alma: AlmaSettingsIn) 
         institution.alma_item_barcode_prefix = alma.item_barcode_prefix
     if alma.iso18626_profile is not None:
         institution.alma_iso18626_profile = alma.iso18626_profile
+    if alma.resource_sharing_libraries is not None:
+        institution.alma_resource_sharing_libraries = list(alma.resource_sharing_libraries)
 
 
 def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSettingsIn) -> None:
@@ -388,6 +391,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             ),
             item_barcode_prefix=institution.alma_item_barcode_prefix,
             iso18626_profile=institution.alma_iso18626_profile,
+            resource_sharing_libraries=institution.alma_resource_sharing_libraries or [],
         ),
         worldshare=WorldShareSettingsOut(
             base_url=institution.worldshare_base_url,

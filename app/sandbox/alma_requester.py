@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from lxml import etree
 from pydantic import BaseModel, Field
 
+from app.sandbox.alma_api import install_alma_api
 from app.sandbox.alma_rules import AlmaRequest, Notice, Refused, Taken, judge
 from app.sandbox.alma_vocabulary import (
     Action,
@@ -253,6 +254,8 @@ def create_alma_iso_sandbox(
     sandbox = AlmaIsoSandbox()
     app = FastAPI(title="Simulated Alma ISO 18626 requester")
     app.state.sandbox = sandbox
+    # Alma's REST API and webhook sender, on the same simulated Alma.
+    install_alma_api(app, listener_transport=partner_transport)
 
     @app.post("/iso18626")
     async def receive_supplying_agency_message(request: Request) -> Response:

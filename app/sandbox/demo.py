@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,6 +24,8 @@ DEMO_CODE = "DEMO"
 DEMO_ALMA_AGENCY = ("ISIL", "US-DEMO")
 DEMO_BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 DEMO_SECURITY_CODE = "demo-shared-code"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret"  # noqa: S105 (the sandbox's, not a real one)
+DEMO_ILL_LIBRARY = "ILL"
 TOKEN_FILE = VAR_DIR / "sandbox-admin.token"
 
 
@@ -52,6 +55,10 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                             "bridge_agency_id": dict(
                                 zip(("type", "value"), DEMO_BRIDGE_AGENCY, strict=True)
                             ),
+                            "api_base_url": f"{base}{ALMA_PREFIX}/almaws/v1",
+                            "api_key": "sandbox-alma-api-key",
+                            "webhook_secrets": [DEMO_WEBHOOK_SECRET],
+                            "resource_sharing_libraries": [DEMO_ILL_LIBRARY],
                         },
                         "worldshare": {
                             "base_url": f"{base}{WORLDSHARE_PREFIX}/ILL",
@@ -88,8 +95,8 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
 
 
 def run_demo(base_url: str, token: str, *, alma_request_id: str) -> None:
-    """Play Alma: a loan (request, receive, renew, return, the lender checks it in), then a
-    copy of an article (request, the lender delivers it)."""
+    """Play Alma: a loan (request, receive, the patron's loan, renew, the return scan, the lender
+    checks it in), then a copy of an article (request, the lender delivers it)."""
     asyncio.run(_play(base_url.rstrip("/"), token, alma_request_id))
 
 
@@ -111,7 +118,7 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         timeout=10.0, headers={"Authorization": f"Bearer {token}"}
     ) as http:
 
-        async def wait_for_state(request_id: str, *states: str) -> dict[str, object]:
+        async def wait_for_state(request_id: str, *states: str) -> dict[str, Any]:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 listed = await http.get(
@@ -184,14 +191,44 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
         ws_id = await alma_asks(alma_request_id, BOOK, "a loan")
         print("lender (WorldShare sandbox) ships the item")
         await http.post(f"{lender_url}/{ws_id}/ship")
-        await wait_for_state(alma_request_id, "shipped")
+        shipped = await wait_for_state(alma_request_id, "shipped")
         await alma_acts(alma_request_id, Action.RECEIVED)
+        await wait_for_state(alma_request_id, "in_library")
+        webhook = {
+            "webhook_url": f"{base}/webhooks/alma/{DEMO_CODE}",
+            "secret": DEMO_WEBHOOK_SECRET,
+        }
+        print("Alma → bridge: webhook LOAN_CREATED (the patron borrows the item)")
+        loaned = await http.post(
+            f"{alma_url}/_sandbox/loans",
+            json={
+                **webhook,
+                "user_id": PATRON["patron_id"],
+                "item_barcode": shipped["item_barcode"],
+                "library": DEMO_ILL_LIBRARY,
+                "due_date": shipped["patron_due_date"] or "2030-01-01",
+            },
+        )
+        loan_id = loaned.json()["loan_id"]
+        await wait_for_state(alma_request_id, "on_loan")
         await alma_acts(alma_request_id, Action.RENEW)
         print("lender approves the renewal")
         await http.post(f"{lender_url}/{ws_id}/renewal", json={"approve": True})
-        await wait_for_state(alma_request_id, "in_library")
-        await alma_acts(alma_request_id, Action.SHIPPED_RETURN)
-        await wait_for_state(alma_request_id, "returned")
+        renewed = await wait_for_state(alma_request_id, "on_loan")
+        loan = await _loan_once_updated(http, f"{alma_url}/_sandbox/loans/{loan_id}")
+        print(
+            f"  bridge → Alma REST: PUT loan, patron due {loan['due_date'][:10]} "
+            f"(lender due {renewed['lender_due_date']})"
+        )
+        print("Alma → bridge: webhook LOAN_RETURNED (the return scan)")
+        await http.post(
+            f"{alma_url}/_sandbox/loans/{loan_id}/events",
+            json={**webhook, "event": "LOAN_RETURNED"},
+        )
+        returned = await wait_for_state(alma_request_id, "returned")
+        detail = (await http.get(f"{base}/api/v1/requests/{returned['id']}")).json()
+        for task in detail["tasks"]:
+            print(f"  staff task: {task['kind']}: {task['reason']}")
         print("lender checks the item back in (WorldShare closes the request)")
         await http.post(f"{lender_url}/{ws_id}/close")
         await wait_for_state(alma_request_id, "closed")
@@ -204,6 +241,16 @@ async def _play(base: str, token: str, alma_request_id: str) -> None:
 
         for request_id in (alma_request_id, copy_id):
             await show_what_alma_was_told(request_id)
+
+
+async def _loan_once_updated(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """The simulated Alma's loan once the bridge has PUT its new due date."""
+    for _ in range(120):
+        loan = dict((await http.get(url)).json())
+        if loan["puts"] >= 1:
+            return loan
+        await asyncio.sleep(0.5)
+    raise SystemExit("the bridge did not update the patron's loan in time")
 
 
 def _must_be_taken(confirmation: PartnerAnswer, what: str) -> None:

@@ -7,7 +7,7 @@ from app.config import Settings
 from app.jobs.registry import Registry
 from app.jobs.worker import Worker
 from app.runtime import Runtime
-from app.workflows import alma_notices, export, housekeeping, kinds, polling
+from app.workflows import alma_notices, export, housekeeping, kinds, loans, polling
 from app.workflows.common import flag_on_dead
 
 # A poll that keeps failing is dropped; the next dispatch queues a fresh one.
@@ -32,6 +32,16 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
         kinds.NOTIFY_ALMA,
         alma_notices.notify_alma,
         on_dead=flag_on_dead("Telling Alma"),
+    )
+    registry.add(
+        kinds.HANDLE_LOAN_EVENT,
+        loans.handle_loan_event,
+        on_dead=flag_on_dead("Applying an Alma loan event"),
+    )
+    registry.add(
+        kinds.UPDATE_ALMA_LOAN,
+        loans.update_alma_loan,
+        on_dead=flag_on_dead("Updating the patron's loan in Alma"),
     )
     registry.add(kinds.DISPATCH_POLLS, polling.dispatch_polls, max_attempts=PERIODIC_MAX_ATTEMPTS)
     registry.add(

@@ -26,7 +26,7 @@ from app.borrowing.tasks import TaskKind, close_task, open_task
 from app.institutions.models import Institution
 from app.jobs.queue import enqueue
 from app.timeutil import utcnow
-from app.workflows.kinds import NOTIFY_ALMA, NoticePayload
+from app.workflows.kinds import NOTIFY_ALMA, UPDATE_ALMA_LOAN, NoticePayload, UpdateLoanPayload
 
 
 def advance(
@@ -53,7 +53,7 @@ def advance(
 
 def _close_on(session: Session, request: BorrowingRequest) -> CloseOn:
     institution = session.get(Institution, request.institution_id)
-    return institution.close_on if institution is not None else CloseOn.SHIPPED_RETURN
+    return institution.close_on if institution is not None else CloseOn.PATRON_RETURN
 
 
 def queue_notice(
@@ -118,7 +118,10 @@ def request_renewal(session: Session, request: BorrowingRequest, source: str) ->
 def answer_renewal(
     session: Session, request: BorrowingRequest, trigger: Trigger, source: str, **detail: Any
 ) -> bool:
-    """The lender approved or refused the renewal asked for: apply it, withdraw the task."""
+    """The lender approved or refused the renewal asked for: apply it, withdraw the task.
+
+    An approval also moves the patron's loan in Alma to the new patron due date, once per date.
+    """
     if not advance(session, request, trigger, source, detail=detail):
         return False
     request.renewal_asked_at = None
@@ -126,6 +129,15 @@ def answer_renewal(
     request.renewal_asked_due_date = None
     request.renewal_asked_status = None
     session.add(request)
+    if trigger is Trigger.RENEWAL_APPROVED and request.patron_due_date is not None:
+        enqueue(
+            session,
+            UPDATE_ALMA_LOAN,
+            UpdateLoanPayload(due_date=request.patron_due_date),
+            dedupe_key=f"loan-due:{request.id}:{request.patron_due_date.isoformat()}",
+            institution_id=request.institution_id,
+            request_id=request.id,
+        )
     close_task(
         session,
         request,

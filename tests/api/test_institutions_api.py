@@ -33,6 +33,7 @@ FULL = {
         "iso18626_security_code": SECRETS["iso_code"],
         "agency_id": {"type": "ISIL", "value": "DE-1"},
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
+        "resource_sharing_libraries": ["ILL", "RS_DESK"],
     },
     "worldshare": {
         "base_url": "https://univ.share.worldcat.org/ILL/request/data",
@@ -49,6 +50,7 @@ FULL = {
         "retention_days": 400,
         "poll_interval_seconds": 900,
         "status_map": {"lost": "closed"},
+        "close_on": "shipped_return",
     },
 }
 
@@ -86,6 +88,7 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "bridge_agency_id": {"type": "ISIL", "value": "XX-BRIDGE"},
         "iso18626_profile": "alma",
         "item_barcode_prefix": "ILL-",
+        "resource_sharing_libraries": ["ILL", "RS_DESK"],
     }
     assert body["worldshare"] == {
         "base_url": "https://univ.share.worldcat.org/ILL/request/data",

@@ -79,7 +79,8 @@ def notices(system: System, alma_request_id: str) -> list[tuple[str, str, str | 
 
 
 def test_full_loan_life_cycle(fast_settings, engine):
-    with running_system(fast_settings, engine) as system:
+    policy = {"close_on": "shipped_return"}  # an institution without the LOAN webhooks
+    with running_system(fast_settings, engine, policy=policy) as system:
         confirmation = alma_says(system, "ALMA-1")
         assert confirmation.message_status is MessageStatus.OK
 

@@ -49,6 +49,12 @@ def test_the_seeded_sandbox_plays_the_whole_demo(sandbox_settings, engine, capsy
         "StatusChange CopyCompleted",
     ]
     assert "refused by Alma" not in printed
+    # The patron's loan: linked by LOAN_CREATED, moved by the renewal, closed by the return scan.
+    assert "bridge: on_loan" in printed
+    put = next(line for line in printed.splitlines() if "PUT loan" in line)
+    assert "patron due" in put
+    assert "staff task: mark_returned_in_worldshare" in printed
+    assert "ShippedReturn" not in printed
 
 
 @ONLY_SQLITE

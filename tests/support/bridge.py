@@ -25,6 +25,10 @@ from tests.support.servers import run_asgi_in_thread
 ALMA_AGENCY = ("ISIL", "US-UNIV")
 BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 SECURITY_CODE = "alma-shared-code"
+WEBHOOK_SECRET = "alma-webhook-secret"
+ALMA_API_KEY = "alma-api-key"
+RESOURCE_SHARING_LIBRARY = "ILL"
+PATRON_ID = "P-778899"
 # The library's own ILL office: OCLC refuses a create without a billing address.
 T = TypeVar("T")
 
@@ -73,6 +77,37 @@ class System:
         response.raise_for_status()
         return dict(response.json())
 
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.bridge_url}/webhooks/alma/UNIV"
+
+    def loan(self, item_barcode: str, due_date: str, **fields: Any) -> dict[str, Any]:
+        """Alma staff loan the item to the patron: Alma sends LOAN_CREATED to the bridge."""
+        order = {
+            "webhook_url": self.webhook_url,
+            "secret": WEBHOOK_SECRET,
+            "user_id": PATRON_ID,
+            "item_barcode": item_barcode,
+            "library": RESOURCE_SHARING_LIBRARY,
+            "due_date": due_date,
+            **fields,
+        }
+        response = self.http.post(f"{self.alma_url}/_sandbox/loans", json=order)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def loan_event(self, loan_id: str, event: str, **fields: Any) -> dict[str, Any]:
+        """Something happens to the loan in Alma (LOAN_RETURNED…): Alma sends the event."""
+        order = {"webhook_url": self.webhook_url, "secret": WEBHOOK_SECRET, "event": event}
+        response = self.http.post(
+            f"{self.alma_url}/_sandbox/loans/{loan_id}/events", json={**order, **fields}
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+    def alma_loan(self, loan_id: str) -> dict[str, Any]:
+        return dict(self.http.get(f"{self.alma_url}/_sandbox/loans/{loan_id}").json())
+
     def lender(self, worldshare_request_id: str, action: str, **body: Any) -> None:
         response = self.http.post(
             f"{self.worldshare_url}/_sandbox/requests/{worldshare_request_id}/{action}", json=body
@@ -118,6 +153,10 @@ def running_system(
                 "iso18626_security_code": SECURITY_CODE,
                 "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
                 "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},
+                "api_base_url": f"{alma_url}/almaws/v1",
+                "api_key": ALMA_API_KEY,
+                "webhook_secrets": [WEBHOOK_SECRET],
+                "resource_sharing_libraries": [RESOURCE_SHARING_LIBRARY],
             },
             worldshare={**sandbox_worldshare(worldshare_url), **(library or {})},
             policy={"poll_interval_seconds": 1, **(policy or {})},

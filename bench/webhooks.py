@@ -1,0 +1,309 @@
+"""Webhook ingress: signed Alma LOAN webhooks at concurrency 32 to `illbridge serve --no-worker`
+(one process), for two mixes, on SQLite and PostgreSQL, beside a bare ASGI app on the same
+uvicorn; then a burst of distinct relevant webhooks at concurrency 64.
+
+* ignored: loans of ordinary items (a library that is not a resource-sharing one): no write.
+* relevant: loans of linked temporary items, each a distinct event: stored and queued.
+
+Prints req/s, p50, p99, non-2xx and the ratio to the bare app, then the burst's 5xx count and
+how many of its events were stored.
+
+    .venv/bin/python -m bench.webhooks --requests 4000 --burst 10000
+    .venv/bin/python -m bench.webhooks --postgres-url postgresql+psycopg://postgres@127.0.0.1/bench
+
+The load generator speaks HTTP/1.1 over keep-alive sockets itself (asyncio streams), so the
+client's own cost stays small beside the server's. Run from the repository's root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import func, text
+from sqlmodel import select
+
+from app.borrowing.models import BorrowingRequest, InboundMessage
+from app.config import Settings
+from app.db import create_db_engine, read_session, write_session
+from app.migrations import downgrade, upgrade
+from tests.support.factories import make_institution
+from tests.support.processes import ROOT, free_port
+
+SECRET = "bench-webhook-secret"  # noqa: S105 (a throwaway bench secret)
+CODE = "BENCH"
+PATH = f"/webhooks/alma/{CODE}"
+LINKED_ITEMS = 500
+
+
+def signature(body: bytes) -> str:
+    return base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def loan_event(event_id: int, barcode: str, library: str) -> bytes:
+    document = {
+        "id": str(event_id),
+        "action": "LOAN",
+        "institution": {"value": "01BENCH_INST", "desc": "Bench University"},
+        "time": "2026-12-01T10:00:00.000Z",
+        "event": {"value": "LOAN_CREATED", "desc": "Loan created"},
+        "item_loan": {
+            "loan_id": str(9_000_000_000 + event_id),
+            "library": {"value": library, "desc": library},
+            "user_id": "bench-patron",
+            "item_barcode": barcode,
+            "due_date": "2027-01-08T23:59:00Z",
+            "loan_status": "ACTIVE",
+            "item_id": str(8_000_000_000 + event_id),
+            "request_id": {"value": "", "link": None},
+        },
+        "bib": None,
+        "holding": None,
+        "item": None,
+        "portfolio": None,
+        "representation": None,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def http_request(body: bytes, port: int) -> bytes:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-Exl-Signature: {signature(body)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def mix(kind: str, count: int, start: int) -> Iterator[bytes]:
+    for n in range(start, start + count):
+        if kind == "ignored":
+            yield loan_event(n, f"3903100{n:07d}", "MAIN")
+        else:
+            yield loan_event(n, f"ILL{n % LINKED_ITEMS + 1:09d}", "ILL")
+
+
+@dataclass
+class Result:
+    seconds: float
+    latencies: list[float]
+    statuses: list[int]
+
+    @property
+    def rate(self) -> float:
+        return len(self.statuses) / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    def count(self, low: int, high: int) -> int:
+        return sum(low <= status < high for status in self.statuses)
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
+async def load(port: int, requests: list[bytes], concurrency: int) -> Result:
+    queue = iter(requests)
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for request in queue:
+                started = time.perf_counter()
+                try:
+                    status = await _exchange(reader, writer, request)
+                except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
+                    status = 599
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                latencies.append(time.perf_counter() - started)
+                statuses.append(status)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return Result(time.perf_counter() - started, latencies, statuses)
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"{command} did not start") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def prepare(database_url: str, key: str) -> None:
+    if database_url.startswith("postgresql"):
+        downgrade(database_url, "base")
+    upgrade(database_url)
+    settings = Settings(database_url=database_url, secret_key=key)
+    engine = create_db_engine(database_url)
+    make_institution(
+        engine,
+        settings,
+        code=CODE,
+        alma={"webhook_secrets": [SECRET], "resource_sharing_libraries": ["ILL"]},
+    )
+    with write_session(engine) as session:
+        institution_id = session.exec(text("SELECT id FROM institution")).scalar_one()
+        for n in range(1, LINKED_ITEMS + 1):
+            session.add(
+                BorrowingRequest(
+                    institution_id=institution_id,
+                    alma_request_id=f"BENCH-{n}",
+                    citation={"title": "Bench"},
+                    state="in_library",
+                    item_barcode=f"ILL{n:09d}",
+                )
+            )
+        session.commit()
+    engine.dispose()
+
+
+def stored_webhooks(database_url: str) -> int:
+    engine = create_db_engine(database_url)
+    with read_session(engine) as session:
+        count = session.exec(select(func.count()).where(InboundMessage.source == "webhook")).one()
+    engine.dispose()
+    return int(count)
+
+
+def run_backend(
+    name: str, database_url: str, args: argparse.Namespace, bare: dict[str, float]
+) -> list[str]:
+    key = Fernet.generate_key().decode()
+    prepare(database_url, key)
+    port = free_port()
+    env = {
+        **os.environ,
+        "ILLBRIDGE_DATABASE_URL": database_url,
+        "ILLBRIDGE_SECRET_KEY": key,
+        "ILLBRIDGE_LOG_LEVEL": "WARNING",
+        "ILLBRIDGE_SANDBOX": "false",
+    }
+    command = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)]
+    rows = []
+    next_id = 1
+    with serving(command, env, port):
+        for kind in ("ignored", "relevant"):
+            warm = [http_request(b, port) for b in mix(kind, 200, 10_000_000 + next_id)]
+            asyncio.run(load(port, warm, args.concurrency))
+            requests = [http_request(b, port) for b in mix(kind, args.requests, next_id)]
+            next_id += args.requests
+            result = asyncio.run(load(port, requests, args.concurrency))
+            rows.append(row(f"illbridge {name}", kind, result, bare["rate"]))
+        burst_from = next_id + 20_000_000
+        before = stored_webhooks(database_url)
+        burst = [http_request(b, port) for b in mix("relevant", args.burst, burst_from)]
+        result = asyncio.run(load(port, burst, 64))
+        stored = stored_webhooks(database_url) - before
+    rows.append(
+        f"burst {name}: {args.burst} distinct relevant webhooks at concurrency 64: "
+        f"{result.rate:,.0f} req/s, p99 {result.percentile(0.99):.1f} ms, "
+        f"5xx {result.count(500, 600)}, non-2xx {len(result.statuses) - result.count(200, 300)}, "
+        f"stored {stored}"
+    )
+    return rows
+
+
+def row(target: str, kind: str, result: Result, bare_rate: float) -> str:
+    return (
+        f"| {target:<22} | {kind:<8} | {result.rate:>8,.0f} | {result.percentile(0.5):>6.1f} | "
+        f"{result.percentile(0.99):>6.1f} | {len(result.statuses) - result.count(200, 300):>7} | "
+        f"{100 * result.rate / bare_rate:>6.1f} % |"
+    )
+
+
+def run_bare(args: argparse.Namespace) -> tuple[dict[str, float], str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.bare_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    with serving(command, dict(os.environ), port):
+        requests = [http_request(b, port) for b in mix("ignored", args.requests, 1)]
+        asyncio.run(load(port, requests[:200], args.concurrency))
+        result = asyncio.run(load(port, requests, args.concurrency))
+    return {"rate": result.rate}, row("bare ASGI app", "-", result, result.rate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=4000, help="per mix")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument("--postgres-url", help="an empty PostgreSQL database to use (reset)")
+    parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    args = parser.parse_args()
+
+    bare, bare_row = run_bare(args)
+    lines = [
+        f"concurrency {args.concurrency}, {args.requests} requests per mix",
+        "| target                 | mix      |    req/s | p50 ms | p99 ms | non-2xx | of bare  |",
+        "|------------------------|----------|---------:|-------:|-------:|--------:|---------:|",
+        bare_row,
+    ]
+    bursts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = []
+        if args.only in (None, "sqlite"):
+            backends.append(("sqlite", f"sqlite:///{tmp}/bench.db"))
+        if args.postgres_url and args.only in (None, "postgresql"):
+            backends.append(("postgresql", args.postgres_url))
+        for name, url in backends:
+            rows = run_backend(name, url, args, bare)
+            lines.extend(rows[:-1])
+            bursts.append(rows[-1])
+    print("\n".join([*lines, *bursts]))
+
+
+if __name__ == "__main__":
+    main()

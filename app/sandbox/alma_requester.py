@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from lxml import etree
 from pydantic import BaseModel, Field
 
+from app.sandbox.alma_rest import add_alma_rest_api
 from app.sandbox.alma_rules import AlmaRequest, Notice, Refused, Taken, judge
 from app.sandbox.alma_vocabulary import (
     Action,
@@ -252,6 +253,7 @@ def create_alma_iso_sandbox(
     sandbox = AlmaIsoSandbox()
     app = FastAPI(title="Simulated Alma ISO 18626 requester")
     app.state.sandbox = sandbox
+    add_alma_rest_api(app)
 
     @app.post("/iso18626")
     async def receive_supplying_agency_message(request: Request) -> Response:

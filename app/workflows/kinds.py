@@ -15,3 +15,12 @@ POLL_WORLDSHARE = JobKind("worldshare.poll", Payload)
 DISPATCH_POLLS = JobKind("worldshare.dispatch_polls", Payload)
 NOTIFY_ALMA = JobKind("alma.notify", NoticePayload)
 PURGE_FINISHED_JOBS = JobKind("jobs.purge_finished", Payload)
+
+
+class CleanupPayload(Payload):
+    batch_id: int
+
+
+CHECK_STALE = JobKind("cleanup.check_stale", Payload)
+RUN_CLEANUP = JobKind("cleanup.run", CleanupPayload)
+AUTO_CLEANUP = JobKind("cleanup.auto", Payload)

@@ -25,6 +25,7 @@ from tests.support.servers import run_asgi_in_thread
 ALMA_AGENCY = ("ISIL", "US-UNIV")
 BRIDGE_AGENCY = ("ISIL", "US-ILLBRIDGE")
 SECURITY_CODE = "alma-shared-code"
+ALMA_API_KEY = "alma-sandbox-api-key"
 # The library's own ILL office: OCLC refuses a create without a billing address.
 T = TypeVar("T")
 
@@ -115,6 +116,8 @@ def running_system(
             settings,
             alma={
                 "iso18626_url": f"{alma_url}/iso18626",
+                "api_base_url": f"{alma_url}/almaws/v1",
+                "api_key": ALMA_API_KEY,
                 "iso18626_security_code": SECURITY_CODE,
                 "agency_id": {"type": ALMA_AGENCY[0], "value": ALMA_AGENCY[1]},
                 "bridge_agency_id": {"type": BRIDGE_AGENCY[0], "value": BRIDGE_AGENCY[1]},

@@ -10,6 +10,7 @@ a run picked up again after a crash skips what it already did.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -360,19 +361,40 @@ def _recorder(work: RunWork, line: Line, result: LineResult) -> Callable[[Sessio
     return lambda session: record_line(session, work, line, result)
 
 
-async def run_batch(ctx: Runtime, batch_id: int) -> None:
-    """Carry out a stored real run, one request at a time."""
+async def run_batch(ctx: Runtime, batch_id: int, *, budget_seconds: float | None = None) -> bool:
+    """Carry out a stored real run, one request at a time; False when `budget_seconds` ran
+    out with requests left (the caller queues the rest), True when the batch is done."""
     work = await ctx.write(lambda session: begin_run(session, ctx.secrets, batch_id))
     if work is None:
-        return
-    for line in work.lines:
+        return True
+    started = time.monotonic()
+    for done, line in enumerate(work.lines, start=1):
         result = await _run_line(ctx, work, line)
         await ctx.write(_recorder(work, line, result))
+        over = budget_seconds is not None and time.monotonic() - started > budget_seconds
+        if over and done < len(work.lines):
+            return False
     await ctx.write(lambda session: finish_run(session, batch_id))
+    return True
 
 
-async def run_cleanup(ctx: Runtime, _job: ClaimedJob, payload: CleanupPayload) -> None:
-    await run_batch(ctx, payload.batch_id)
+def queue_rest(session: Session, job: ClaimedJob, batch_id: int) -> None:
+    """A batch longer than one job run goes on in a fresh job."""
+    enqueue(
+        session,
+        RUN_CLEANUP,
+        CleanupPayload(batch_id=batch_id),
+        dedupe_key=f"cleanup:{batch_id}:after-job-{job.id}",
+        institution_id=job.institution_id,
+    )
+
+
+async def run_cleanup(ctx: Runtime, job: ClaimedJob, payload: CleanupPayload) -> Finish | None:
+    # Half the handler's deadline: the worker cancels a run that overstays it.
+    budget = ctx.settings.job_deadline_seconds / 2
+    if await run_batch(ctx, payload.batch_id, budget_seconds=budget):
+        return None
+    return lambda session: queue_rest(session, job, payload.batch_id)
 
 
 def start_automatic_runs(session: Session) -> int:

@@ -46,6 +46,8 @@ def seed_demo(settings: Settings, *, public_url: str | None = None) -> None:
                         "alma": {
                             "iso18626_url": f"{base}{ALMA_PREFIX}/iso18626",
                             "iso18626_security_code": DEMO_SECURITY_CODE,
+                            "api_base_url": f"{base}{ALMA_PREFIX}/almaws/v1",
+                            "api_key": "sandbox-alma-api-key",
                             "agency_id": dict(
                                 zip(("type", "value"), DEMO_ALMA_AGENCY, strict=True)
                             ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
@@ -29,7 +30,6 @@ from app.borrowing.cleanup import (
     plan_step,
 )
 from app.borrowing.models import BorrowingRequest
-from app.borrowing.stale import StaleReason
 from app.borrowing.states import Trigger
 from app.borrowing.tasks import TaskKind, close_task
 from app.errors import Conflict
@@ -52,6 +52,7 @@ from app.worldshare.status import answer_mismatch, map_status
 SOURCE = "cleanup"
 # How many requests one automatic run considers.
 AUTO_LIMIT = 200
+ABANDONED_AFTER = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def start_run(
             CleanupBatch.institution_id == institution.id,
             col(CleanupBatch.dry_run).is_(False),
             col(CleanupBatch.status).in_([BatchStatus.QUEUED.value, BatchStatus.RUNNING.value]),
+            # A command-line run whose process died is not waited for beyond a day.
+            col(CleanupBatch.created_at) > utcnow() - ABANDONED_AFTER,
         )
     ).first()
     if running is not None:
@@ -338,12 +341,7 @@ def record_line(session: Session, work: RunWork, line: Line, result: LineResult)
         )
         return
     if request.stale_reason is not None:
-        kind = (
-            TaskKind.POSSIBLE_DUPLICATE
-            if request.stale_reason == StaleReason.EXPORT_UNRESOLVED
-            else TaskKind.STALE_REQUEST
-        )
-        close_task(session, request, kind, source=SOURCE, resolution="cleaned up")
+        close_task(session, request, TaskKind.STALE_REQUEST, source=SOURCE, resolution="cleaned up")
         request.stale_reason = None
         request.stale_since = None
     session.add(_item(work.batch_id, line, step, result.lender_status, ItemOutcome.DONE))
@@ -387,6 +385,14 @@ def queue_rest(session: Session, job: ClaimedJob, batch_id: int) -> None:
         dedupe_key=f"cleanup:{batch_id}:after-job-{job.id}",
         institution_id=job.institution_id,
     )
+
+
+def close_dead_run(session: Session, job: ClaimedJob, error: str) -> None:
+    """A run whose job died is ended, so the next run is not refused as a duplicate."""
+    batch_id = job.payload.get("batch_id")
+    batch = session.get(CleanupBatch, batch_id) if isinstance(batch_id, int) else None
+    if batch is not None and batch.status is not BatchStatus.DONE:
+        finish_run(session, batch.id or 0)
 
 
 async def run_cleanup(ctx: Runtime, job: ClaimedJob, payload: CleanupPayload) -> Finish | None:

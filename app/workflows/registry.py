@@ -42,7 +42,7 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
         max_attempts=PERIODIC_MAX_ATTEMPTS,
     )
     registry.add(kinds.CHECK_STALE, stale_check.check_stale, max_attempts=PERIODIC_MAX_ATTEMPTS)
-    registry.add(kinds.RUN_CLEANUP, cleanup.run_cleanup)
+    registry.add(kinds.RUN_CLEANUP, cleanup.run_cleanup, on_dead=cleanup.close_dead_run)
     registry.add(kinds.AUTO_CLEANUP, cleanup.auto_cleanup, max_attempts=PERIODIC_MAX_ATTEMPTS)
     registry.every(settings.poll_dispatch_seconds, kinds.DISPATCH_POLLS)
     registry.every(STALE_CHECK_SECONDS, kinds.CHECK_STALE)

@@ -101,10 +101,15 @@ def _unknown_create(request: BorrowingRequest) -> bool:
     )
 
 
-def _task_kind(reason: StaleReason) -> TaskKind:
-    if reason is StaleReason.EXPORT_UNRESOLVED:
-        return TaskKind.POSSIBLE_DUPLICATE
-    return TaskKind.STALE_REQUEST
+# Export problems are listed already (a dead job, a possible duplicate): no task of their own.
+_TASKED = frozenset(
+    {
+        StaleReason.NO_LENDER_PROGRESS,
+        StaleReason.NEVER_RECEIVED,
+        StaleReason.RETURNED_NOT_CLOSED,
+        StaleReason.RENEWAL_UNANSWERED,
+    }
+)
 
 
 def mark_stale(session: Session, now: datetime | None = None) -> int:
@@ -117,11 +122,11 @@ def mark_stale(session: Session, now: datetime | None = None) -> int:
         if (request.stale_reason or None) == (reason.value if reason else None):
             continue
         changed += 1
-        if request.stale_reason is not None:
+        if request.stale_reason in _TASKED:
             close_task(
                 session,
                 request,
-                _task_kind(StaleReason(request.stale_reason)),
+                TaskKind.STALE_REQUEST,
                 source=SOURCE,
                 resolution="no longer stale",
             )
@@ -142,10 +147,12 @@ def mark_stale(session: Session, now: datetime | None = None) -> int:
                 SOURCE,
                 detail={"reason": reason.value, "since": staleness.since.isoformat()},
             )
+            if reason not in _TASKED:
+                continue
             open_task(
                 session,
                 request,
-                _task_kind(reason),
+                TaskKind.STALE_REQUEST,
                 f"Stale ({reason.value}): {STALE_EXPLANATIONS[reason]}",
                 source=SOURCE,
             )

@@ -98,24 +98,26 @@ def _tasks(client, headers, query: str = "") -> list[dict[str, Any]]:
     return list(response.json()["items"])
 
 
-def _kinds(items) -> set[tuple[str, str | None]]:
-    return {(item["kind"], item["alma_request_id"]) for item in items}
+def _kinds(items) -> list[tuple[str, str | None]]:
+    """Each task once: sorted, so a task listed twice would show."""
+    return sorted((item["kind"], item["alma_request_id"]) for item in items)
 
 
 def test_every_kind_of_task_with_ids_and_how_to_resolve(client, engine, world):
     admin = bearer(make_token(engine, ["admin"]))
     items = _tasks(client, admin, "limit=200")
-    assert _kinds(items) == {
-        ("stale_request", "A-STALE"),
-        ("stale_request", "A-RENEW"),  # exported 61 days ago too
-        ("stale_request", "A-FLAGGED"),
-        ("stale_request", "A-DEAD"),  # a dead export makes it stale at once
-        ("renew_in_worldshare", "A-RENEW"),
-        ("review", "A-FLAGGED"),
-        ("review", "B-FLAGGED"),
-        ("possible_duplicate", "A-LOST"),  # not also listed as a review
-        ("dead_job", "A-DEAD"),
-    }
+    assert _kinds(items) == sorted(
+        [
+            ("stale_request", "A-STALE"),
+            ("stale_request", "A-RENEW"),  # exported 61 days ago too
+            ("stale_request", "A-FLAGGED"),
+            ("renew_in_worldshare", "A-RENEW"),
+            ("review", "A-FLAGGED"),
+            ("review", "B-FLAGGED"),
+            ("possible_duplicate", "A-LOST"),  # not also a review, nor a stale task
+            ("dead_job", "A-DEAD"),  # its request is stale (export_dead), listed once
+        ]
+    )
     stale = next(
         i for i in items if i["kind"] == "stale_request" and i["alma_request_id"] == "A-STALE"
     )
@@ -133,6 +135,8 @@ def test_every_kind_of_task_with_ids_and_how_to_resolve(client, engine, world):
     assert next(i for i in items if i["kind"] == "possible_duplicate")["stale_reason"] == (
         "export_unresolved"
     )
+    dead_request = client.get(f"/api/v1/requests/{world['ids']['A-DEAD']}", headers=admin)
+    assert dead_request.json()["stale_reason"] == "export_dead"
     # The reason code is on the request itself too.
     detail = client.get(f"/api/v1/requests/{world['ids']['A-STALE']}", headers=admin).json()
     assert detail["stale_reason"] == "no_lender_progress"
@@ -143,13 +147,13 @@ def test_every_kind_of_task_with_ids_and_how_to_resolve(client, engine, world):
 
 def test_filters_and_a_token_bound_to_one_institution(client, engine, world):
     admin = bearer(make_token(engine, ["admin"]))
-    assert _kinds(_tasks(client, admin, "kind=review")) == {
+    assert _kinds(_tasks(client, admin, "kind=review")) == [
         ("review", "A-FLAGGED"),
         ("review", "B-FLAGGED"),
-    }
+    ]
     assert {i["institution"] for i in _tasks(client, admin, "institution=B")} == {"B"}
     only_b = bearer(make_token(engine, ["requests:read"], world["b"], name="b-staff"))
-    assert _kinds(_tasks(client, only_b)) == {("review", "B-FLAGGED")}
+    assert _kinds(_tasks(client, only_b)) == [("review", "B-FLAGGED")]
     refused = client.get("/api/v1/tasks?institution=A", headers=only_b)
     assert refused.status_code == 404
     assert _tasks(client, admin, "kind=dead_job&institution=B") == []
@@ -162,9 +166,9 @@ def test_filters_and_a_token_bound_to_one_institution(client, engine, world):
             .values(opened_at=utcnow() - timedelta(days=10))
         )
         session.commit()
-    assert _kinds(_tasks(client, admin, "older_than_days=5")) == {
+    assert _kinds(_tasks(client, admin, "older_than_days=5")) == [
         ("renew_in_worldshare", "A-RENEW")
-    }
+    ]
 
 
 def test_pages_walk_every_task_once(client, engine, world):

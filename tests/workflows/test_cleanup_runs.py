@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import timedelta
 
+import pytest
 from sqlmodel import Session, select
 
 from app.borrowing import service
@@ -14,8 +15,10 @@ from app.borrowing.cleanup import BatchStatus, CleanupBatch, CleanupItem
 from app.borrowing.models import BorrowingRequest, RequestEvent, RequestOrigin
 from app.borrowing.states import Trigger
 from app.db import write_session
+from app.errors import Conflict
 from app.institutions.models import Institution
 from app.jobs.models import Job
+from app.jobs.queue import ClaimedJob
 from app.observability import Metrics
 from app.runtime import open_runtime
 from app.workflows import cleanup
@@ -105,3 +108,25 @@ def test_the_command_line_prints_the_dry_run_plan(engine, settings, database_url
     missing = illbridge(database_url, "cleanup", "--institution", "NOPE", "--dry-run")
     no_traceback(missing)
     assert missing.returncode != 0 and "NOPE" in missing.stderr
+
+
+def test_a_run_whose_job_died_does_not_block_the_next(engine, settings):
+    make_institution(engine, settings)
+    with write_session(engine) as session:
+        institution = session.exec(select(Institution)).one()
+        first = cleanup.start_run(session, institution, limit=5, requested_by="test")
+        with pytest.raises(Conflict):
+            cleanup.start_run(session, institution, limit=5, requested_by="test")
+        job = ClaimedJob(
+            id=1,
+            kind=RUN_CLEANUP.name,
+            payload={"batch_id": first.id},
+            attempts=8,
+            max_attempts=8,
+            lease_token="x",
+            institution_id=institution.id,
+            request_id=None,
+        )
+        cleanup.close_dead_run(session, job, "attempts exhausted")
+        assert first.status is BatchStatus.DONE
+        assert cleanup.start_run(session, institution, limit=5, requested_by="test").id

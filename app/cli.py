@@ -224,6 +224,46 @@ def cmd_token(args: argparse.Namespace) -> None:
     print(plain)
 
 
+def cmd_cleanup(args: argparse.Namespace) -> None:
+    """A dry run prints the plan; a real run is carried out here, one request at a time."""
+    from app.api.cleanup import batch_public
+    from app.borrowing.cleanup import CleanupBatch
+    from app.db import engine_for, read_session, write_session
+    from app.institutions.service import get_by_code
+    from app.observability import Metrics, configure_logging
+    from app.runtime import open_runtime
+    from app.workflows import cleanup
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    engine = engine_for(settings)
+    try:
+        with write_session(engine) as session:
+            institution = get_by_code(session, args.institution)
+            if args.dry_run:
+                batch = cleanup.dry_run(session, institution, limit=args.limit, requested_by="cli")
+            else:
+                batch = cleanup.start_run(
+                    session, institution, limit=args.limit, requested_by="cli", queue=False
+                )
+            session.commit()
+            batch_id, code = batch.id, institution.code
+        assert batch_id is not None
+        if not args.dry_run:
+
+            async def run() -> None:
+                async with open_runtime(settings, Metrics()) as runtime:
+                    await cleanup.run_batch(runtime, batch_id)
+
+            asyncio.run(run())
+        with read_session(engine) as session:
+            stored = session.get(CleanupBatch, batch_id)
+            assert stored is not None
+            print(batch_public(session, stored, code).model_dump_json(indent=2))
+    finally:
+        engine.dispose()
+
+
 def cmd_sandbox_seed(args: argparse.Namespace) -> None:
     from app.sandbox.demo import seed_demo
 
@@ -296,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_actions.add_parser("revoke", help="refuse a token from now on")
     revoke.add_argument("id", type=_whole_number(1, 2**31 - 1))
     token.set_defaults(func=cmd_token)
+
+    clean = commands.add_parser(
+        "cleanup", help="cancel in Alma the stale requests whose WorldShare side is over"
+    )
+    clean.add_argument("--institution", required=True)
+    clean.add_argument(
+        "--dry-run", action="store_true", help="print the plan from cached statuses; send nothing"
+    )
+    clean.add_argument("--limit", type=_whole_number(1, 1000), default=100)
+    clean.set_defaults(func=cmd_cleanup)
 
     sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")
     sandbox.add_argument("--public-url", default=None)

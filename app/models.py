@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
+from app.borrowing.cleanup import CleanupBatch, CleanupItem
 from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.borrowing.tasks import StaffTask
 from app.db import metadata
@@ -9,6 +10,8 @@ from app.jobs.models import Job
 __all__ = [
     "ApiToken",
     "BorrowingRequest",
+    "CleanupBatch",
+    "CleanupItem",
     "InboundMessage",
     "Institution",
     "InstitutionAudit",

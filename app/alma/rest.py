@@ -21,7 +21,13 @@ from urllib.parse import quote
 import httpx
 from prometheus_client import Gauge
 
-from app.upstream import PermanentUpstreamError, TransientUpstreamError, call, status_failure
+from app.upstream import (
+    PermanentUpstreamError,
+    TransientUpstreamError,
+    UpstreamError,
+    call,
+    status_failure,
+)
 
 UPSTREAM = "Alma"
 REQUESTS_PER_SECOND = 25
@@ -209,8 +215,11 @@ class AlmaClient:
             params=params,
         )
         body = _json_object(response)
+        found_id = body.get("request_id")
+        if not isinstance(found_id, str | int) or not str(found_id):
+            raise PermanentUpstreamError(f"{UPSTREAM}: the request read carries no request_id")
         return AlmaBorrowingRequest(
-            request_id=str(body.get("request_id") or request_id),
+            request_id=str(found_id),
             external_id=_code(body.get("external_id")),
             status=_code(body.get("status")),
         )
@@ -249,3 +258,25 @@ def _loan(body: dict[str, Any]) -> AlmaLoan:
         due_date=_day(body.get("due_date")),
         loan_status=_code(body.get("loan_status")),
     )
+
+
+# Alma's answer to a read of a request that is not there (a 400, not a 404).
+NO_RESULT = "40166450"
+
+
+def not_found(exc: UpstreamError) -> bool:
+    return isinstance(exc, PermanentUpstreamError) and (
+        exc.status_code == 404 or NO_RESULT in exc.codes
+    )
+
+
+async def internal_request_id(client: AlmaClient, user_id: str, alma_request_id: str) -> str:
+    """Alma's internal id for the id Alma sent over ISO 18626: read as an external identifier
+    first, then as Alma's own id."""
+    try:
+        found = await client.get_request(user_id, alma_request_id, external=True)
+    except UpstreamError as exc:
+        if not not_found(exc):
+            raise
+        found = await client.get_request(user_id, alma_request_id, external=False)
+    return found.request_id

@@ -51,6 +51,9 @@ class BorrowingRequest(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     institution_id: int = Field(foreign_key="institution.id", index=True)
     alma_request_id: str = Field(max_length=128)
+    # Alma's internal borrowing request id, resolved once from the id Alma sent over ISO 18626
+    # (which may be the external identifier); the REST API cancels by it.
+    alma_internal_request_id: str | None = Field(default=None, max_length=128)
     idempotency_key: str | None = Field(default=None, max_length=255)
     origin: RequestOrigin = Field(
         default=RequestOrigin.API, sa_column=Column(StrEnumType(RequestOrigin, 16), nullable=False)
@@ -97,6 +100,10 @@ class BorrowingRequest(SQLModel, table=True):
     alma_loan_id: str | None = Field(default=None, max_length=64, index=True)
     alma_item_id: str | None = Field(default=None, max_length=64, index=True)
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+    # Why the request looks stuck (`app.borrowing.stale.StaleReason`), set by the periodic check.
+    stale_reason: str | None = Field(default=None, max_length=32, index=True)
+    stale_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     needs_attention: bool = Field(default=False, index=True)
     attention_reason: str | None = Field(default=None, max_length=1000)

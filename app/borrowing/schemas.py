@@ -99,6 +99,14 @@ class BorrowingRequestPublic(BaseModel):
     patron_due_date: date | None
     item_barcode: str | None
     alma_loan_id: str | None = Field(description="The patron's Alma loan of the temporary item")
+    alma_internal_request_id: str | None = Field(
+        description="Alma's own id of the borrowing request, once resolved (REST API calls)"
+    )
+    stale_reason: str | None = Field(
+        description="Why the request looks stuck: no_lender_progress, never_received, "
+        "returned_not_closed, renewal_unanswered, export_dead, export_unresolved"
+    )
+    stale_since: datetime | None
     citation: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -120,4 +128,67 @@ class BorrowingRequestDetail(BorrowingRequestPublic):
 
 class BorrowingRequestPage(BaseModel):
     items: list[BorrowingRequestPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")
+
+
+class CleanupOrder(StrictInput):
+    """Clean up an institution's stale requests whose WorldShare side is over."""
+
+    institution: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+    dry_run: bool = Field(
+        default=True, description="Plan from cached WorldShare statuses; send nothing anywhere"
+    )
+    limit: int = Field(default=100, ge=1, le=1000, description="How many stale requests at most")
+
+
+class CleanupLinePublic(BaseModel):
+    request_id: int
+    alma_request_id: str
+    alma_internal_request_id: str | None
+    worldshare_request_id: str | None
+    state: str
+    action: str = Field(description="iso_notice, alma_rest_cancel or leave")
+    why: str
+    lender_status: str | None = Field(description="WorldShare's status the plan was made from")
+    outcome: str = Field(description="planned (dry run), done, left or failed")
+    error: str | None
+
+
+class CleanupBatchPublic(BaseModel):
+    batch_id: int
+    institution: str
+    dry_run: bool
+    status: str = Field(description="queued, running or done")
+    requested_by: str
+    limit: int
+    created_at: datetime
+    finished_at: datetime | None
+    items: list[CleanupLinePublic]
+
+
+class ResolveHint(BaseModel):
+    method: str
+    path: str
+    body: dict[str, Any] | None
+
+
+class TaskPublic(BaseModel):
+    kind: str
+    institution: str | None
+    request_id: int | None
+    state: str | None
+    alma_request_id: str | None
+    alma_internal_request_id: str | None
+    worldshare_request_id: str | None
+    job_id: int | None
+    reason: str
+    stale_reason: str | None
+    opened_at: datetime
+    age_days: int
+    how_to_resolve: str
+    resolve: ResolveHint | None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end")

@@ -57,6 +57,8 @@ class Trigger(StrEnum):
     LOAN_COMPLETED = "loan_completed"
     UNFILLED = "unfilled"
     CANCELLED = "cancelled"
+    # Clean-up: WorldShare shows the request ended while the item never reached the library.
+    CLEANED_UP = "cleaned_up"
 
 
 class LenderOutcome(StrEnum):
@@ -132,6 +134,8 @@ TRANSITIONS: dict[tuple[RequestState, Trigger], RequestState] = {
     (S.EXPORTED, T.UNFILLED): S.UNFILLED,
     (S.RECEIVED, T.CANCELLED): S.CANCELLED,
     (S.EXPORTED, T.CANCELLED): S.CANCELLED,
+    (S.EXPORTED, T.CLEANED_UP): S.CANCELLED,
+    (S.SHIPPED, T.CLEANED_UP): S.CANCELLED,
 }
 # Renewal answers return the request to the state it was in when the renewal was asked for.
 RESUMING_TRIGGERS = frozenset({T.RENEWAL_APPROVED, T.RENEWAL_REFUSED})

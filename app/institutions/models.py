@@ -86,6 +86,8 @@ class Institution(SQLModel, table=True):
 
     cancel_reason: str = Field(default="NOT_SUPPLIED_BY_PARTNER", max_length=64)
     stale_after_days: int = Field(default=60)
+    renewal_answer_days: int = Field(default=14)
+    auto_cleanup: bool = Field(default=False)
     patron_due_date_offset_days: int = Field(default=7)
     retention_days: int = Field(default=365)
     poll_interval_seconds: int = Field(default=3600)

@@ -133,6 +133,13 @@ class WorldShareSettingsIn(StrictInput):
 class PolicyIn(StrictInput):
     cancel_reason: Label | None = None
     stale_after_days: int | None = Field(default=None, ge=1, le=3650)
+    renewal_answer_days: int | None = Field(
+        default=None, ge=1, le=3650, description="A renewal asked and unanswered this long is stale"
+    )
+    auto_cleanup: bool | None = Field(
+        default=None,
+        description="Clean up stale requests periodically (default false); see /api/v1/cleanup",
+    )
     patron_due_date_offset_days: int | None = Field(default=None, ge=0, le=365)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
     poll_interval_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
@@ -220,6 +227,8 @@ class WorldShareSettingsOut(BaseModel):
 class PolicyOut(BaseModel):
     cancel_reason: str
     stale_after_days: int
+    renewal_answer_days: int
+    auto_cleanup: bool
     patron_due_date_offset_days: int
     retention_days: int
     poll_interval_seconds: int

@@ -57,6 +57,8 @@ log = logging.getLogger("illbridge.institutions")
 POLICY_FIELDS = (
     "cancel_reason",
     "stale_after_days",
+    "renewal_answer_days",
+    "auto_cleanup",
     "patron_due_date_offset_days",
     "retention_days",
     "poll_interval_seconds",
@@ -414,6 +416,8 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
         policy=PolicyOut(
             cancel_reason=institution.cancel_reason,
             stale_after_days=institution.stale_after_days,
+            renewal_answer_days=institution.renewal_answer_days,
+            auto_cleanup=institution.auto_cleanup,
             patron_due_date_offset_days=institution.patron_due_date_offset_days,
             retention_days=institution.retention_days,
             poll_interval_seconds=institution.poll_interval_seconds,

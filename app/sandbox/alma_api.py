@@ -1,13 +1,12 @@
-"""A simulated Alma REST API (loans, borrowing requests) and webhook sender, strict as Alma is.
+"""A simulated Alma REST API for loans and a webhook sender, strict as Alma is.
 
-REST: `GET|PUT /almaws/v1/users/{user_id}/loans/{loan_id}` and `GET|DELETE
-/almaws/v1/users/{user_id}/resource-sharing-requests/{request_id}` (by Alma's id, or by the
-external id with `request_id_type=external`), each requiring `Authorization: apikey …` and
-answering errors in Alma's shape. Webhooks: `POST /_sandbox/loans` loans an item to a patron and
-sends `LOAN_CREATED` to the listener, `POST /_sandbox/loans/{loan_id}/events` sends another LOAN
-event (`LOAN_RETURNED`, `LOAN_RENEWED`, …). Events are written like Alma's (the envelope and
-`item_loan` of `reference/alma-webhooks/loan_created.json`) and signed with this module's own
-HMAC, never the bridge's verifier.
+REST: `GET|PUT /almaws/v1/users/{user_id}/loans/{loan_id}`, requiring `Authorization: apikey …`
+and answering errors in Alma's shape (borrowing requests are `app.sandbox.alma_rest`).
+Webhooks: `POST /_sandbox/loans` loans an item to a patron and sends `LOAN_CREATED` to the
+listener, `POST /_sandbox/loans/{loan_id}/events` sends another LOAN event (`LOAN_RETURNED`,
+`LOAN_RENEWED`, …). Events are written like Alma's (the envelope and `item_loan` of
+`reference/alma-webhooks/loan_created.json`) and signed with this module's own HMAC, never the
+bridge's verifier.
 """
 
 from __future__ import annotations
@@ -79,20 +78,9 @@ class Loan:
 
 
 @dataclass
-class BorrowingRequestRecord:
-    request_id: str
-    external_id: str | None
-    user_id: str
-    status: str = "REQUEST_CREATED_BOR"
-    cancel_reason: str | None = None
-    patron_notified: bool | None = None
-
-
-@dataclass
 class AlmaApiSandbox:
     api_keys: set[str] = field(default_factory=set)  # empty: any key is taken
     loans: dict[str, Loan] = field(default_factory=dict)
-    requests: dict[str, BorrowingRequestRecord] = field(default_factory=dict)
     sent: list[dict[str, Any]] = field(default_factory=list)
     throttle_next: int = 0  # answer this many calls with 429 PER_SECOND_THRESHOLD
 
@@ -115,12 +103,6 @@ class NewLoan(Listener):
 class LoanEvent(Listener):
     event: str = Field(pattern=r"^LOAN_[A-Z_]+$")
     due_date: date | None = None
-
-
-class NewBorrowingRequest(BaseModel):
-    request_id: str
-    external_id: str | None = None
-    user_id: str
 
 
 class SentEvent(BaseModel):
@@ -246,51 +228,6 @@ def install_alma_api(
         loan.puts += 1
         return answer(loan.rest())
 
-    @app.get("/almaws/v1/users/{user_id}/resource-sharing-requests/{request_id}")
-    async def get_borrowing_request(user_id: str, request_id: str, request: Request) -> Response:
-        if (no := refused(request)) is not None:
-            return no
-        found = _borrowing_request(sandbox, request_id, request.query_params)
-        if found is None or found.user_id != user_id:
-            return alma_error(400, "401652", "Request not found")
-        return answer(
-            {
-                "request_id": found.request_id,
-                "external_id": found.external_id,
-                "status": {"value": found.status},
-            }
-        )
-
-    @app.delete("/almaws/v1/users/{user_id}/resource-sharing-requests/{request_id}")
-    async def cancel_borrowing_request(user_id: str, request_id: str, request: Request) -> Response:
-        if (no := refused(request)) is not None:
-            return no
-        found = sandbox.requests.get(request_id)
-        if found is None or found.user_id != user_id:
-            return alma_error(400, "401652", "Request not found")
-        reason = request.query_params.get("reason")
-        if not reason:
-            return alma_error(400, "401664", "Mandatory field is missing: reason")
-        found.status = "CANCELED"
-        found.cancel_reason = reason
-        # Alma's default is to notify the patron.
-        found.patron_notified = request.query_params.get("notify_user", "true") != "false"
-        return Response(status_code=204)
-
-    @app.post("/_sandbox/borrowing-requests")
-    async def add_borrowing_request(new: NewBorrowingRequest) -> dict[str, str]:
-        sandbox.requests[new.request_id] = BorrowingRequestRecord(
-            new.request_id, new.external_id, new.user_id
-        )
-        return {"request_id": new.request_id}
-
-    @app.get("/_sandbox/borrowing-requests/{request_id}")
-    async def show_borrowing_request(request_id: str) -> dict[str, Any]:
-        found = sandbox.requests.get(request_id)
-        if found is None:
-            return {}
-        return dict(found.__dict__)
-
     @app.post("/_sandbox/loans")
     async def loan_item(new: NewLoan) -> dict[str, Any]:
         """Staff loan the item to the patron; Alma sends LOAN_CREATED."""
@@ -339,11 +276,3 @@ def install_alma_api(
         return sent
 
     return sandbox
-
-
-def _borrowing_request(
-    sandbox: AlmaApiSandbox, request_id: str, query: Any
-) -> BorrowingRequestRecord | None:
-    if query.get("request_id_type") == "external":
-        return next((r for r in sandbox.requests.values() if r.external_id == request_id), None)
-    return sandbox.requests.get(request_id)

@@ -21,6 +21,7 @@ from lxml import etree
 from pydantic import BaseModel, Field
 
 from app.sandbox.alma_api import install_alma_api
+from app.sandbox.alma_rest import add_alma_rest_api
 from app.sandbox.alma_rules import AlmaRequest, Notice, Refused, Taken, judge
 from app.sandbox.alma_vocabulary import (
     Action,
@@ -256,6 +257,8 @@ def create_alma_iso_sandbox(
     app.state.sandbox = sandbox
     # Alma's REST API and webhook sender, on the same simulated Alma.
     install_alma_api(app, listener_transport=partner_transport)
+    # Alma's borrowing requests in the REST API (clean-up).
+    add_alma_rest_api(app)
 
     @app.post("/iso18626")
     async def receive_supplying_agency_message(request: Request) -> Response:

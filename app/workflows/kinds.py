@@ -37,3 +37,12 @@ NOTIFY_ALMA = JobKind("alma.notify", NoticePayload)
 PURGE_FINISHED_JOBS = JobKind("jobs.purge_finished", Payload)
 HANDLE_LOAN_EVENT = JobKind("alma.loan_event", LoanEventPayload)
 UPDATE_ALMA_LOAN = JobKind("alma.update_loan", UpdateLoanPayload)
+
+
+class CleanupPayload(Payload):
+    batch_id: int
+
+
+CHECK_STALE = JobKind("cleanup.check_stale", Payload)
+RUN_CLEANUP = JobKind("cleanup.run", CleanupPayload)
+AUTO_CLEANUP = JobKind("cleanup.auto", Payload)

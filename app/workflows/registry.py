@@ -7,12 +7,23 @@ from app.config import Settings
 from app.jobs.registry import Registry
 from app.jobs.worker import Worker
 from app.runtime import Runtime
-from app.workflows import alma_notices, export, housekeeping, kinds, loans, polling
+from app.workflows import (
+    alma_notices,
+    cleanup,
+    export,
+    housekeeping,
+    kinds,
+    loans,
+    polling,
+    stale_check,
+)
 from app.workflows.common import flag_on_dead
 
 # A poll that keeps failing is dropped; the next dispatch queues a fresh one.
 POLL_MAX_ATTEMPTS = 3
 PERIODIC_MAX_ATTEMPTS = 3
+STALE_CHECK_SECONDS = 900
+AUTO_CLEANUP_SECONDS = 3600
 
 
 def build_registry(settings: Settings) -> Registry[Runtime]:
@@ -49,7 +60,12 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
         housekeeping.purge_finished_jobs,
         max_attempts=PERIODIC_MAX_ATTEMPTS,
     )
+    registry.add(kinds.CHECK_STALE, stale_check.check_stale, max_attempts=PERIODIC_MAX_ATTEMPTS)
+    registry.add(kinds.RUN_CLEANUP, cleanup.run_cleanup, on_dead=cleanup.close_dead_run)
+    registry.add(kinds.AUTO_CLEANUP, cleanup.auto_cleanup, max_attempts=PERIODIC_MAX_ATTEMPTS)
     registry.every(settings.poll_dispatch_seconds, kinds.DISPATCH_POLLS)
+    registry.every(STALE_CHECK_SECONDS, kinds.CHECK_STALE)
+    registry.every(AUTO_CLEANUP_SECONDS, kinds.AUTO_CLEANUP)
     registry.every(3600, kinds.PURGE_FINISHED_JOBS)
     return registry
 

@@ -46,6 +46,8 @@ FULL = {
     "policy": {
         "cancel_reason": "NOT_SUPPLIED_BY_PARTNER",
         "stale_after_days": 30,
+        "renewal_answer_days": 10,
+        "auto_cleanup": True,
         "patron_due_date_offset_days": 5,
         "retention_days": 400,
         "poll_interval_seconds": 900,

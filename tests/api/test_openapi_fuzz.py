@@ -95,6 +95,9 @@ class World:
     # Tokens nobody sends, for the operations on tokens to name (and revoke).
     home_decoy_token: int
     elsewhere_decoy_token: int
+    # A clean-up dry run of each institution.
+    home_batch: int = 0
+    elsewhere_batch: int = 0
 
     def spare_the_senders(self, case: Case) -> None:
         """The fuzz may revoke any token but the ones it sends: those ids name a decoy instead."""
@@ -154,7 +157,17 @@ def world(settings, engine) -> Iterator[World]:
             elsewhere_job=_only_job(client, admin, elsewhere_request),
             home_decoy_token=_token_id(engine, "home-decoy", home),
             elsewhere_decoy_token=_token_id(engine, "elsewhere-decoy", elsewhere),
+            home_batch=_dry_run(client, admin, HOME),
+            elsewhere_batch=_dry_run(client, admin, ELSEWHERE),
         )
+
+
+def _dry_run(client: TestClient, admin: dict[str, str], institution: str) -> int:
+    response = client.post(
+        "/api/v1/cleanup", json={"institution": institution, "dry_run": True}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["batch_id"])
 
 
 def _send(client: TestClient, case: Case, headers: dict[str, str]) -> httpx.Response:
@@ -271,6 +284,7 @@ def _object_values(world: World, institution: str) -> dict[str, str]:
         "request_id": str(world.home_request if home else world.elsewhere_request),
         "job_id": str(world.home_job if home else world.elsewhere_job),
         "token_id": str(world.home_decoy_token if home else world.elsewhere_decoy_token),
+        "batch_id": str(world.home_batch if home else world.elsewhere_batch),
     }
 
 

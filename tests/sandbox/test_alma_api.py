@@ -32,13 +32,14 @@ def test_the_client_and_the_simulated_alma_agree_on_loans_and_borrowing_requests
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://alma") as http:
             await http.post(
-                "/_sandbox/borrowing-requests",
+                "/_sandbox/rs-requests",
                 json={"request_id": "R1", "external_id": "WS-1", "user_id": USER},
             )
             alma = AlmaClient(http, "http://alma/almaws/v1", "key", institution="SANDBOXTEST")
             found = await alma.get_request(USER, "WS-1", external=True)
             await alma.cancel_request(USER, "R1", reason="NOT_SUPPLIED_BY_PARTNER")
-            cancelled = (await http.get("/_sandbox/borrowing-requests/R1")).json()
+            cancelled = (await http.get("/_sandbox/rs-requests/R1")).json()
+            calls = (await http.get("/_sandbox/rest-calls")).json()
             await http.post("/_sandbox/throttle", params={"times": 2})
             with pytest.raises(PermanentUpstreamError) as missing:
                 await alma.get_loan(USER, "no-such-loan")
@@ -46,6 +47,7 @@ def test_the_client_and_the_simulated_alma_agree_on_loans_and_borrowing_requests
             return {
                 "found": found,
                 "cancelled": cancelled,
+                "cancel": [c for c in calls if c["method"] == "DELETE"],
                 "missing": missing.value,
                 "keyless": keyless,
             }
@@ -53,7 +55,8 @@ def test_the_client_and_the_simulated_alma_agree_on_loans_and_borrowing_requests
     seen = asyncio.run(play())
     assert seen["found"].request_id == "R1"
     assert seen["cancelled"]["status"] == "CANCELED"
-    assert seen["cancelled"]["patron_notified"] is False
+    [cancel] = seen["cancel"]
+    assert cancel["query"] == {"reason": "NOT_SUPPLIED_BY_PARTNER", "notify_user": "false"}
     assert seen["missing"].codes == ("401890",)
     assert seen["keyless"].status_code == 401
 

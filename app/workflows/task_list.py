@@ -1,0 +1,262 @@
+"""The staff task list, read side: everything a human must do, oldest first, in one listing.
+
+Four sources, each a keyset query: open staff tasks (renew, cancel or mark returned in
+WorldShare, unmatched loan, lost, claimed returned, due-date drift, stale request), requests
+flagged for review, exports whose answer was lost (a possible duplicate WorldShare request), and
+dead jobs. The REST API and an operators' dashboard share `list_tasks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_
+from sqlmodel import Session, col, select
+
+from app.borrowing.models import BorrowingRequest
+from app.borrowing.stale import STALE_EXPLANATIONS, StaleReason
+from app.borrowing.states import TERMINAL_STATES
+from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask, TaskKind
+from app.jobs.models import Job, JobStatus
+from app.workflows.export import UNKNOWN_CREATE
+
+REVIEW = "review"
+DEAD_JOB = "dead_job"
+POSSIBLE_DUPLICATE = TaskKind.POSSIBLE_DUPLICATE.value
+LIST_KINDS = (*(kind.value for kind in TaskKind), REVIEW, DEAD_JOB)
+
+# Each source's rank breaks ties between rows opened at the same instant.
+_TASK, _REVIEW, _DUPLICATE, _JOB = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    institution_id: int | None = None
+    kind: str | None = None
+    older_than_days: int | None = None  # opened at least this many days ago
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: the last entry's opening time, source rank and id."""
+
+    opened_at: datetime
+    rank: int
+    id: int
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    position: Position
+    kind: str
+    institution_id: int | None
+    request: BorrowingRequest | None
+    reason: str
+    how_to_resolve: str
+    resolve_with: dict[str, Any] | None  # the body of POST /api/v1/requests/{id}/resolve
+    job_id: int | None = None
+
+    @property
+    def opened_at(self) -> datetime:
+        return self.position.opened_at
+
+
+def _after(opened: Any, row_id: Any, rank: int, after: Position | None) -> ColumnElement[bool]:
+    if after is None:
+        return and_(True)
+    if rank > after.rank:
+        return col(opened) >= after.opened_at
+    if rank < after.rank:
+        return col(opened) > after.opened_at
+    return or_(
+        col(opened) > after.opened_at,
+        and_(col(opened) == after.opened_at, col(row_id) > after.id),
+    )
+
+
+def _wanted(where: TaskFilter, *kinds: str) -> bool:
+    return where.kind is None or where.kind in kinds
+
+
+def list_tasks(
+    session: Session, where: TaskFilter, *, after: Position | None, limit: int, now: datetime
+) -> list[TaskEntry]:
+    """At most `limit` entries after `after`, oldest first."""
+    cutoff = now - timedelta(days=where.older_than_days) if where.older_than_days else None
+    entries: list[TaskEntry] = []
+    if _wanted(where, *(kind.value for kind in TaskKind)):
+        entries += _staff_tasks(session, where, after, limit, cutoff)
+    if _wanted(where, REVIEW):
+        entries += _flagged(session, where, after, limit, cutoff)
+    if _wanted(where, POSSIBLE_DUPLICATE):
+        entries += _lost_exports(session, where, after, limit, cutoff)
+    if _wanted(where, DEAD_JOB):
+        entries += _dead_jobs(session, where, after, limit, cutoff)
+    entries.sort(key=lambda e: (e.position.opened_at, e.position.rank, e.position.id))
+    return entries[:limit]
+
+
+def _staff_tasks(
+    session: Session,
+    where: TaskFilter,
+    after: Position | None,
+    limit: int,
+    cutoff: datetime | None,
+) -> list[TaskEntry]:
+    query = (
+        select(StaffTask, BorrowingRequest)
+        .join(
+            BorrowingRequest,
+            col(BorrowingRequest.id) == col(StaffTask.request_id),
+            isouter=True,
+        )
+        .where(
+            col(StaffTask.closed_at).is_(None),
+            _after(StaffTask.opened_at, StaffTask.id, _TASK, after),
+        )
+    )
+    if where.institution_id is not None:
+        query = query.where(StaffTask.institution_id == where.institution_id)
+    if where.kind is not None:
+        query = query.where(StaffTask.kind == where.kind)
+    if cutoff is not None:
+        query = query.where(col(StaffTask.opened_at) <= cutoff)
+    rows = session.exec(
+        query.order_by(col(StaffTask.opened_at), col(StaffTask.id)).limit(limit)
+    ).all()
+    entries = []
+    for task, request in rows:
+        assert task.id is not None
+        entries.append(
+            TaskEntry(
+                position=Position(task.opened_at, _TASK, task.id),
+                kind=task.kind.value,
+                institution_id=task.institution_id,
+                request=request,
+                reason=task.reason,
+                how_to_resolve=HOW_TO_RESOLVE[task.kind],
+                resolve_with={"task": task.kind.value} if request is not None else None,
+            )
+        )
+    return entries
+
+
+def _open_requests(where: TaskFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [col(BorrowingRequest.state).not_in(TERMINAL_STATES)]
+    if where.institution_id is not None:
+        conditions.append(col(BorrowingRequest.institution_id) == where.institution_id)
+    return conditions
+
+
+def _flagged(
+    session: Session,
+    where: TaskFilter,
+    after: Position | None,
+    limit: int,
+    cutoff: datetime | None,
+) -> list[TaskEntry]:
+    query = select(BorrowingRequest).where(
+        col(BorrowingRequest.needs_attention).is_(True),
+        or_(
+            col(BorrowingRequest.attention_reason).is_(None),
+            ~col(BorrowingRequest.attention_reason).startswith(UNKNOWN_CREATE),
+        ),
+        _after(BorrowingRequest.updated_at, BorrowingRequest.id, _REVIEW, after),
+    )
+    if where.institution_id is not None:
+        query = query.where(BorrowingRequest.institution_id == where.institution_id)
+    if cutoff is not None:
+        query = query.where(col(BorrowingRequest.updated_at) <= cutoff)
+    rows = session.exec(
+        query.order_by(col(BorrowingRequest.updated_at), col(BorrowingRequest.id)).limit(limit)
+    ).all()
+    return [
+        TaskEntry(
+            position=Position(request.updated_at, _REVIEW, request.id or 0),
+            kind=REVIEW,
+            institution_id=request.institution_id,
+            request=request,
+            reason=request.attention_reason or "flagged for review",
+            how_to_resolve="Do what the reason asks, then resolve (an empty body clears the flag "
+            "and closes the request's open tasks).",
+            resolve_with={},
+        )
+        for request in rows
+    ]
+
+
+def _lost_exports(
+    session: Session,
+    where: TaskFilter,
+    after: Position | None,
+    limit: int,
+    cutoff: datetime | None,
+) -> list[TaskEntry]:
+    attempted = col(BorrowingRequest.export_attempted_at)
+    query = select(BorrowingRequest).where(
+        *_open_requests(where),
+        attempted.is_not(None),
+        col(BorrowingRequest.worldshare_request_id).is_(None),
+        col(BorrowingRequest.needs_attention).is_(True),
+        col(BorrowingRequest.attention_reason).startswith(UNKNOWN_CREATE),
+        _after(BorrowingRequest.export_attempted_at, BorrowingRequest.id, _DUPLICATE, after),
+    )
+    if cutoff is not None:
+        query = query.where(attempted <= cutoff)
+    rows = session.exec(query.order_by(attempted, col(BorrowingRequest.id)).limit(limit)).all()
+    entries = []
+    for request in rows:
+        assert request.export_attempted_at is not None
+        entries.append(
+            TaskEntry(
+                position=Position(request.export_attempted_at, _DUPLICATE, request.id or 0),
+                kind=POSSIBLE_DUPLICATE,
+                institution_id=request.institution_id,
+                request=request,
+                reason=STALE_EXPLANATIONS[StaleReason.EXPORT_UNRESOLVED],
+                how_to_resolve=HOW_TO_RESOLVE[TaskKind.POSSIBLE_DUPLICATE]
+                + ' Resolve with {"worldshare_request_id": "<id>"} or {"export_again": true}.',
+                resolve_with={"worldshare_request_id": "<the WorldShare id found>"},
+            )
+        )
+    return entries
+
+
+def _dead_jobs(
+    session: Session,
+    where: TaskFilter,
+    after: Position | None,
+    limit: int,
+    cutoff: datetime | None,
+) -> list[TaskEntry]:
+    query = (
+        select(Job, BorrowingRequest)
+        .join(BorrowingRequest, col(BorrowingRequest.id) == col(Job.request_id), isouter=True)
+        .where(
+            col(Job.status) == JobStatus.DEAD.value,
+            _after(Job.updated_at, Job.id, _JOB, after),
+        )
+    )
+    if where.institution_id is not None:
+        query = query.where(Job.institution_id == where.institution_id)
+    if cutoff is not None:
+        query = query.where(col(Job.updated_at) <= cutoff)
+    rows = session.exec(query.order_by(col(Job.updated_at), col(Job.id)).limit(limit)).all()
+    entries = []
+    for job, request in rows:
+        assert job.id is not None
+        entries.append(
+            TaskEntry(
+                position=Position(job.updated_at, _JOB, job.id),
+                kind=DEAD_JOB,
+                institution_id=job.institution_id,
+                request=request,
+                reason=f"{job.kind} failed for good: {job.last_error or 'no error recorded'}",
+                how_to_resolve=f"Fix the cause, then replay it: POST /api/v1/jobs/{job.id}/retry.",
+                resolve_with=None,
+                job_id=job.id,
+            )
+        )
+    return entries

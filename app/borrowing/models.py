@@ -72,6 +72,8 @@ class BorrowingRequest(SQLModel, table=True):
     patron_due_date: date | None = None
     item_barcode: str | None = Field(default=None, max_length=128, index=True)
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # When next_poll_at was last set: a request changed since then gets its cadence again.
+    poll_scheduled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     needs_attention: bool = Field(default=False, index=True)
     attention_reason: str | None = Field(default=None, max_length=1000)

@@ -7,7 +7,7 @@ from app.config import Settings
 from app.jobs.registry import Registry
 from app.jobs.worker import Worker
 from app.runtime import Runtime
-from app.workflows import alma_notices, export, housekeeping, kinds, polling
+from app.workflows import alma_notices, export, housekeeping, kinds, polling, retention
 from app.workflows.common import flag_on_dead
 
 # A poll that keeps failing is dropped; the next dispatch queues a fresh one.
@@ -39,8 +39,14 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
         housekeeping.purge_finished_jobs,
         max_attempts=PERIODIC_MAX_ATTEMPTS,
     )
+    registry.add(
+        kinds.PURGE_PATRON_DATA,
+        retention.purge_expired_patron_data,
+        max_attempts=PERIODIC_MAX_ATTEMPTS,
+    )
     registry.every(settings.poll_dispatch_seconds, kinds.DISPATCH_POLLS)
     registry.every(3600, kinds.PURGE_FINISHED_JOBS)
+    registry.every(settings.retention_purge_seconds, kinds.PURGE_PATRON_DATA)
     return registry
 
 

@@ -106,8 +106,14 @@ def choose_polls(due: Iterable[DuePoll], now: datetime, allowance: int) -> Seque
     return ranked[:allowance]
 
 
+# The share of each hour polls leave to calls the dispatcher does not pace: creates, tokens.
+UNPACED_SHARE = 20
+
+
 def hourly_allowance(budget: int, used_this_hour: int, used_in_window: int) -> int:
-    """Calls still allowed this hour: the 24-hour budget spread evenly over its hours (so no
-    rolling 24 hours ever holds more than the budget), less what the key already spent."""
+    """Reads still allowed this hour: the 24-hour budget spread evenly over its hours (so no
+    rolling 24 hours ever holds more than the budget), less a twentieth kept for creates and
+    tokens, less what the key already spent."""
     per_hour = budget // 24
-    return max(0, min(per_hour - used_this_hour, budget - used_in_window))
+    reserve = max(2, per_hour // UNPACED_SHARE)
+    return max(0, min(per_hour - reserve - used_this_hour, budget - reserve - used_in_window))

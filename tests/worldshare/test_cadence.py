@@ -79,7 +79,8 @@ def test_a_short_budget_pays_the_latest_reads_first_relative_to_their_delay():
 
 
 def test_the_hourly_allowance_spreads_the_budget_and_stops_at_it():
-    assert hourly_allowance(40_000, used_this_hour=0, used_in_window=0) == 1666
-    assert hourly_allowance(40_000, used_this_hour=1600, used_in_window=20_000) == 66
-    assert hourly_allowance(40_000, used_this_hour=0, used_in_window=39_990) == 10
+    # 40,000 a day is 1,666 an hour, of which 83 are kept for creates and tokens.
+    assert hourly_allowance(40_000, used_this_hour=0, used_in_window=0) == 1583
+    assert hourly_allowance(40_000, used_this_hour=1500, used_in_window=20_000) == 83
+    assert hourly_allowance(40_000, used_this_hour=0, used_in_window=39_900) == 17
     assert hourly_allowance(40_000, used_this_hour=1700, used_in_window=1700) == 0

@@ -140,3 +140,12 @@ def test_the_purge_command_dry_run_shows_and_changes_nothing(database_url, engin
     unknown = illbridge(database_url, "purge", "--dry-run", "--institution", "NOPE")
     assert unknown.returncode != 0
     no_traceback(unknown)
+
+
+def test_the_worker_purges_on_a_schedule(settings):
+    from app.workflows.kinds import PURGE_PATRON_DATA
+    from app.workflows.registry import build_registry
+
+    registry = build_registry(settings)
+    assert PURGE_PATRON_DATA.name in registry.handlers
+    assert [p.every_seconds for p in registry.periodic if p.kind == PURGE_PATRON_DATA] == [3600.0]

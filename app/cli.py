@@ -264,6 +264,36 @@ def cmd_cleanup(args: argparse.Namespace) -> None:
         engine.dispose()
 
 
+def cmd_purge(args: argparse.Namespace) -> None:
+    from app.db import engine_for, read_session, write_session
+    from app.institutions import service
+    from app.workflows import retention
+
+    engine = engine_for(get_settings())
+    opener = read_session if args.dry_run else write_session
+    with opener(engine) as session:
+        if args.institution:
+            service.get_by_code(session, args.institution)
+        step = retention.purge_plan if args.dry_run else retention.purge_patron_data
+        plan = step(session, institution_code=args.institution, limit=args.limit)
+        if not args.dry_run:
+            session.commit()
+    for item in plan:
+        print(
+            json.dumps(
+                {
+                    "request_id": item.request_id,
+                    "institution": item.institution,
+                    "state": item.state,
+                    "closed_at": item.closed_at.isoformat(),
+                    "fields": list(item.fields),
+                }
+            )
+        )
+    verb = "would purge" if args.dry_run else "purged"
+    print(f"{verb} the patron links of {len(plan)} request(s)", file=sys.stderr)
+
+
 def cmd_sandbox_seed(args: argparse.Namespace) -> None:
     from app.sandbox.demo import seed_demo
 
@@ -346,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("--limit", type=_whole_number(1, 1000), default=100)
     clean.set_defaults(func=cmd_cleanup)
+
+    purge = commands.add_parser(
+        "purge", help="purge patron links of requests ended more than policy.retention_days ago"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    purge.add_argument("--institution", help="one institution's code (default: all)")
+    purge.add_argument("--limit", type=_whole_number(1, 1_000_000), default=100_000)
+    purge.set_defaults(func=cmd_purge)
 
     sandbox = commands.add_parser("sandbox-seed", help="create the demo institution and a token")
     sandbox.add_argument("--public-url", default=None)

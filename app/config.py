@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often workers check for due periodic jobs"
     )
     finished_job_retention_days: int = Field(default=14, ge=1)
+    retention_purge_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often patron links of requests past policy.retention_days are purged",
+    )
     poll_dispatch_seconds: float = Field(
         default=10.0, gt=0, description="How often due WorldShare polls are queued"
     )

@@ -6,6 +6,7 @@ from app.borrowing.tasks import StaffTask
 from app.db import metadata
 from app.institutions.models import ApiToken, Institution, InstitutionAudit
 from app.jobs.models import Job
+from app.worldshare.budget import WorldShareCallCount, WorldShareKeyPause
 
 __all__ = [
     "ApiToken",
@@ -18,5 +19,7 @@ __all__ = [
     "Job",
     "RequestEvent",
     "StaffTask",
+    "WorldShareCallCount",
+    "WorldShareKeyPause",
     "metadata",
 ]

@@ -100,6 +100,8 @@ class BorrowingRequest(SQLModel, table=True):
     alma_loan_id: str | None = Field(default=None, max_length=64, index=True)
     alma_item_id: str | None = Field(default=None, max_length=64, index=True)
     next_poll_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # When next_poll_at was last set: a request changed since then gets its cadence again.
+    poll_scheduled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     # Why the request looks stuck (`app.borrowing.stale.StaleReason`), set by the periodic check.
     stale_reason: str | None = Field(default=None, max_length=32, index=True)

@@ -83,6 +83,8 @@ class Institution(SQLModel, table=True):
     worldshare_refresh_token_expires_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime)
     )
+    # Calls a day this institution's WSKey may make (OCLC refuses past about 50,000).
+    worldshare_daily_call_budget: int = Field(default=40000)
 
     cancel_reason: str = Field(default="NOT_SUPPLIED_BY_PARTNER", max_length=64)
     stale_after_days: int = Field(default=60)

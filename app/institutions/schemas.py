@@ -126,6 +126,13 @@ class WorldShareSettingsIn(StrictInput):
     billing_types: BillingTypes | None = Field(
         default=None, description="OCLC's requesterBilling.billingTypes"
     )
+    daily_call_budget: int | None = Field(
+        default=None,
+        ge=100,
+        le=50000,
+        description="Calls a rolling 24 hours the WSKey may make (polls, creates, tokens); "
+        "polling is stretched to fit. OCLC refuses past about 50,000",
+    )
 
     _lenders_once = field_validator("lenders")(no_repeats)
 
@@ -220,6 +227,7 @@ class WorldShareSettingsOut(BaseModel):
     lenders: list[int]
     max_cost: MaximumCost | None
     billing_types: list[str]
+    daily_call_budget: int
     complete: bool = Field(description="Requests can be exported with these settings")
     missing: list[str] = Field(description="What an export needs and is not set")
 

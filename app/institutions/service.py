@@ -91,6 +91,7 @@ FIELD_OF_COLUMN = {
     "worldshare_token_url": "worldshare.token_url",
     "worldshare_scope": "worldshare.scope",
     "worldshare_institution_id": "worldshare.institution_id",
+    "worldshare_daily_call_budget": "worldshare.daily_call_budget",
     **{name: f"policy.{name}" for name in POLICY_FIELDS},
     **SECRET_COLUMNS,
 }
@@ -355,6 +356,8 @@ def _apply_worldshare(institution: Institution, box: SecretBox, ws: WorldShareSe
     for name in ("delivery_email", "lenders", "billing_types"):
         if name in given:
             setattr(institution, f"worldshare_{name}", getattr(ws, name) or None)
+    if ws.daily_call_budget is not None:
+        institution.worldshare_daily_call_budget = ws.daily_call_budget
 
 
 def _apply_policy(institution: Institution, policy: PolicyIn) -> None:
@@ -410,6 +413,7 @@ def to_public(institution: Institution, box: SecretBox) -> InstitutionPublic:
             lenders=institution.worldshare_lenders or [],
             max_cost=institution.worldshare_max_cost,
             billing_types=institution.worldshare_billing_types or [],
+            daily_call_budget=institution.worldshare_daily_call_budget,
             complete=not worldshare_missing(institution),
             missing=worldshare_missing(institution),
         ),

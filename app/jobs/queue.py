@@ -232,6 +232,22 @@ def mark_retry(session: Session, job: ClaimedJob, *, delay: float, error: str) -
     return _changed(result)
 
 
+def mark_deferred(session: Session, job: ClaimedJob, *, until: datetime, why: str) -> bool:
+    """Back to the queue until `until`, as if this attempt had not been made."""
+    result = session.execute(
+        _guarded(job).values(
+            status=JobStatus.QUEUED.value,
+            lease_token=None,
+            lease_expires_at=None,
+            attempts=JOBS.c.attempts - 1,
+            run_at=until,
+            last_error=why[:ERROR_MAX_CHARS],
+            updated_at=utcnow(),
+        )
+    )
+    return _changed(result)
+
+
 def mark_dead(session: Session, job: ClaimedJob, *, error: str) -> bool:
     now = utcnow()
     result = session.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import ValidationError
@@ -23,6 +24,15 @@ OnDead = Callable[[Session, ClaimedJob, str], None]
 
 class PermanentJobError(Exception):
     """The handler knows retrying cannot help; the message must be free of secrets and PII."""
+
+
+class JobDeferred(Exception):
+    """Not now, and not a failure: run the job again at `until`, the attempt not counted (an
+    upstream's budget is spent, say). The message must be free of secrets and PII."""
+
+    def __init__(self, until: datetime, why: str) -> None:
+        super().__init__(why)
+        self.until = until
 
 
 @dataclass(frozen=True)

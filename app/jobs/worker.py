@@ -27,7 +27,15 @@ from app.db import write_session
 from app.jobs import queue
 from app.jobs.backoff import retry_delay
 from app.jobs.queue import ClaimedJob
-from app.jobs.registry import PERIODIC_KEY_PREFIX, C, Finish, Handler, PermanentJobError, Registry
+from app.jobs.registry import (
+    PERIODIC_KEY_PREFIX,
+    C,
+    Finish,
+    Handler,
+    JobDeferred,
+    PermanentJobError,
+    Registry,
+)
 from app.observability import Metrics, RepeatedWarnings
 from app.upstream import PermanentUpstreamError, TransientUpstreamError
 
@@ -269,6 +277,19 @@ class Worker(Generic[C]):
         log.info("job_given_back", extra=fields)
         return "given_back"
 
+    def _defer(self, job: ClaimedJob, deferred: JobDeferred) -> str:
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        with write_session(self.engine) as session:
+            if not queue.mark_deferred(session, job, until=deferred.until, why=str(deferred)):
+                log.warning("job_lease_lost", extra=fields)
+                return "lease_lost"
+            session.commit()
+        log.info(
+            "job_deferred",
+            extra={**fields, "until": deferred.until.isoformat(), "why": str(deferred)},
+        )
+        return "deferred"
+
     def _record(
         self,
         job: ClaimedJob,
@@ -292,6 +313,8 @@ class Worker(Generic[C]):
                     return "succeeded"
             except Exception as exc:
                 error = exc
+        if isinstance(error, JobDeferred):
+            return self._defer(job, error)
         with write_session(self.engine) as session:
             message, permanent, retry_after = describe_failure(error)
             if not permanent and job.attempts < job.max_attempts:

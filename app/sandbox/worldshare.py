@@ -163,16 +163,92 @@ class _LenderRequest:
         return ill_request
 
 
-class _SandboxState:
-    def __init__(self, settings: WorldShareSandboxSettings) -> None:
+class LenderLifeCycle:
+    """The lender's side of WorldShare requests: created, shipped, renewed, closed. Its clock
+    can be a simulated one (`bench/polling_budget.py` runs it over simulated weeks)."""
+
+    def __init__(
+        self,
+        settings: WorldShareSandboxSettings,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
+        self.now = now
+        self.clock = clock
+        self.requests: dict[int, _LenderRequest] = {}
+        self.next_request_id = settings.first_request_id
+
+    def add_request(self, document: dict[str, Any]) -> _LenderRequest:
+        lender_request = _LenderRequest(
+            request_id=self.next_request_id,
+            document=document,
+            created=self.now(),
+            created_clock=self.clock(),
+        )
+        self.requests[lender_request.request_id] = lender_request
+        self.next_request_id += 1
+        return lender_request
+
+    def advance_auto_lender(self, lender_request: _LenderRequest) -> None:
+        """Move a request along as time has passed; computed on read, no background task."""
+        settings, now = self.settings, self.clock()
+        ship_after, close_after = settings.auto_ship_after_s, settings.auto_close_after_s
+        if (
+            ship_after is not None
+            and lender_request.status == AWAITING_LENDER
+            and now - lender_request.created_clock >= ship_after
+        ):
+            self.ship(lender_request, None)
+            lender_request.shipped_clock = lender_request.created_clock + ship_after
+        shipped_clock = lender_request.shipped_clock
+        if (
+            close_after is not None
+            and lender_request.status == SHIPPED
+            and shipped_clock is not None
+            and now - shipped_clock >= close_after
+        ):
+            self.set_status(lender_request, "COMPLETE")
+
+    def ship(
+        self,
+        lender_request: _LenderRequest,
+        due_date: date | None,
+        return_address: dict[str, str] | None = None,
+    ) -> None:
+        loan_period = timedelta(days=self.settings.loan_period_days)
+        lender_request.return_address = return_address
+        lender_request.due_date = due_date or self.now().date() + loan_period
+        lender_request.shipped_clock = self.clock()
+        self.set_status(lender_request, SHIPPED)
+
+    def answer_renewal(
+        self, lender_request: _LenderRequest, *, approve: bool, due_date: date | None
+    ) -> None:
+        if approve:
+            current = lender_request.due_date or self.now().date()
+            lender_request.due_date = due_date or current + timedelta(
+                days=self.settings.loan_period_days
+            )
+            lender_request.new_due_date = lender_request.due_date
+            lender_request.renewals += 1
+        lender_request.renewal_status = "APPROVED" if approve else "DENIED"
+        lender_request.edited = self.now()
+
+    def set_status(self, lender_request: _LenderRequest, status: str) -> None:
+        lender_request.status = status
+        lender_request.edited = self.now()
+
+
+class _SandboxState(LenderLifeCycle):
+    def __init__(self, settings: WorldShareSandboxSettings) -> None:
+        super().__init__(settings)
         self.tokens: dict[str, _AccessToken] = {}
         self.refresh_tokens: dict[str, _RefreshToken] = {
             token: _RefreshToken(wskey, time.time() + settings.refresh_token_lifetime_s)
             for token, wskey in (settings.refresh_tokens or {}).items()
         }
-        self.requests: dict[int, _LenderRequest] = {}
-        self.next_request_id = settings.first_request_id
         self.faults = _Faults()
         self.calls: list[dict[str, Any]] = []
         self.stats: Counter[str] = Counter(token_requests=0, creates=0, reads=0)
@@ -204,43 +280,6 @@ class _SandboxState:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         access = self.tokens.get(token) if scheme.lower() == "bearer" else None
         return access is not None and not access.revoked and time.time() < access.expires_at
-
-    def advance_auto_lender(self, lender_request: _LenderRequest) -> None:
-        """Move a request along as time has passed; computed on read, no background task."""
-        settings, now = self.settings, time.monotonic()
-        ship_after, close_after = settings.auto_ship_after_s, settings.auto_close_after_s
-        if (
-            ship_after is not None
-            and lender_request.status == AWAITING_LENDER
-            and now - lender_request.created_clock >= ship_after
-        ):
-            self.ship(lender_request, None)
-            lender_request.shipped_clock = lender_request.created_clock + ship_after
-        shipped_clock = lender_request.shipped_clock
-        if (
-            close_after is not None
-            and lender_request.status == SHIPPED
-            and shipped_clock is not None
-            and now - shipped_clock >= close_after
-        ):
-            self.set_status(lender_request, "COMPLETE")
-
-    def ship(
-        self,
-        lender_request: _LenderRequest,
-        due_date: date | None,
-        return_address: dict[str, str] | None = None,
-    ) -> None:
-        loan_period = timedelta(days=self.settings.loan_period_days)
-        lender_request.return_address = return_address
-        lender_request.due_date = due_date or datetime.now(UTC).date() + loan_period
-        lender_request.shipped_clock = time.monotonic()
-        self.set_status(lender_request, SHIPPED)
-
-    @staticmethod
-    def set_status(lender_request: _LenderRequest, status: str) -> None:
-        lender_request.status = status
-        lender_request.edited = datetime.now(UTC)
 
 
 def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None) -> FastAPI:
@@ -285,15 +324,7 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
             failures = [state.faults.validation_error.model_dump()]
         if failures:
             return _validation_error(ill_request, failures)
-        now = datetime.now(UTC)
-        lender_request = _LenderRequest(
-            request_id=state.next_request_id,
-            document=_stored_document(ill_request),
-            created=now,
-            created_clock=time.monotonic(),
-        )
-        state.requests[lender_request.request_id] = lender_request
-        state.next_request_id += 1
+        lender_request = state.add_request(_stored_document(ill_request))
         state.stats["creates"] += 1
         # A new request answers SUBMITTING, as in OCLC's samples, then waits on lenders.
         return _envelope(lender_request.view() | {"requestStatus": "SUBMITTING"})
@@ -329,15 +360,7 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
     @app.post("/_sandbox/requests/{request_id}/renewal")
     async def answer_renewal(request_id: str, answer: RenewalAnswer) -> JSONResponse:
         def renew(found: _LenderRequest) -> None:
-            if answer.approve:
-                current = found.due_date or datetime.now(UTC).date()
-                found.due_date = answer.due_date or current + timedelta(
-                    days=state.settings.loan_period_days
-                )
-                found.new_due_date = found.due_date
-                found.renewals += 1
-            found.renewal_status = "APPROVED" if answer.approve else "DENIED"
-            found.edited = datetime.now(UTC)
+            state.answer_renewal(found, approve=answer.approve, due_date=answer.due_date)
 
         return _lender_acts(state, request_id, {SHIPPED}, renew)
 
@@ -372,7 +395,7 @@ def create_worldshare_sandbox(settings: WorldShareSandboxSettings | None = None)
     async def staff_edit(request_id: str, edit: StaffEdit) -> JSONResponse:
         def change(found: _LenderRequest) -> None:
             found.document["referenceId"] = edit.reference_id
-            found.edited = datetime.now(UTC)
+            found.edited = state.now()
 
         return _lender_acts(state, request_id, None, change)
 

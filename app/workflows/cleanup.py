@@ -264,9 +264,10 @@ async def _run_line(ctx: Runtime, work: RunWork, line: Line) -> LineResult:
     try:
         lender = await worldshare_client(ctx, work.worldshare).get_request(asked)
     except UpstreamError as exc:
+        # A 429 pauses the key (second_look records it); the line is left for a later run.
         failure = await second_look(ctx, work.worldshare, exc)
         return LineResult(
-            PlannedStep(CleanupAction.LEAVE, "WorldShare read failed"), None, error=failure.message
+            PlannedStep(CleanupAction.LEAVE, "WorldShare read failed"), None, error=str(failure)
         )
     mismatch = answer_mismatch(lender, asked=asked, alma_request_id=line.alma_request_id)
     if mismatch is not None:

@@ -31,7 +31,7 @@ from app.upstream import TransientUpstreamError, UpstreamError
 from app.workflows.common import load_request
 from app.workflows.kinds import EXPORT_TO_WORLDSHARE
 from app.workflows.transitions import advance
-from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.workflows.worldshare_calls import key_paused, second_look, worldshare_client
 from app.worldshare.client import WorldShareClient, WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 
@@ -61,6 +61,7 @@ def begin_export(session: Session, job: ClaimedJob, box: SecretBox) -> ExportPla
         config = worldshare_config(institution, box, to_export=True)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
+    key_paused(session, config, whole_window=True)
     return ExportPlan(
         citation=Citation.model_validate(request.citation),
         config=config,
@@ -223,7 +224,10 @@ async def export_citation(ctx: Runtime, job: ClaimedJob, _payload: Payload) -> N
     if plan is None:
         return
     client = worldshare_client(ctx, plan.config)
-    await client.authorise()
+    try:
+        await client.authorise()
+    except UpstreamError as exc:
+        raise await second_look(ctx, plan.config, exc) from None
     if not await ctx.write(lambda session: mark_attempt(session, job)):
         return
     # The create is bounded by its own call deadline; once it is out, its answer is recorded even

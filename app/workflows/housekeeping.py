@@ -1,5 +1,6 @@
 """Keep the job table small: succeeded jobs, and dead periodic ones (the next period runs
-anyway), are deleted after the retention period. Dead jobs of requests stay for operators."""
+anyway), are deleted after the retention period. Dead jobs of requests stay for operators.
+WorldShare call counts older than two budget windows go too."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.jobs.queue import ClaimedJob
 from app.jobs.registry import PERIODIC_KEY_PREFIX, Finish
 from app.runtime import Runtime
 from app.timeutil import utcnow
+from app.worldshare import budget
 
 
 def purge_old_jobs(session: Session, older_than_days: int) -> int:
@@ -26,6 +28,7 @@ def purge_old_jobs(session: Session, older_than_days: int) -> int:
         ),
     )
     result = session.execute(delete(Job).where(finished, col(Job.finished_at) < cutoff))
+    budget.forget_old_counts(session, utcnow())
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -46,3 +46,4 @@ class CleanupPayload(Payload):
 CHECK_STALE = JobKind("cleanup.check_stale", Payload)
 RUN_CLEANUP = JobKind("cleanup.run", CleanupPayload)
 AUTO_CLEANUP = JobKind("cleanup.auto", Payload)
+PURGE_PATRON_DATA = JobKind("retention.purge_patron_data", Payload)

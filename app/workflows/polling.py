@@ -7,9 +7,10 @@ each poll reads the WorldShare request and applies the steps `app.borrowing.lend
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import exists
+from sqlalchemy import exists, func, or_
 from sqlmodel import Session, col, select
 
 from app.borrowing import service
@@ -35,7 +36,9 @@ from app.borrowing.states import (
     RequestState,
     ServiceKind,
 )
+from app.borrowing.tasks import StaffTask, TaskKind
 from app.institutions.models import Institution
+from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
 from app.jobs.models import Job, JobStatus
 from app.jobs.queue import ClaimedJob, enqueue
@@ -52,38 +55,156 @@ from app.workflows.transitions import (
     lender_has_it_back,
     queue_notice,
 )
-from app.workflows.worldshare_calls import second_look, worldshare_client
+from app.workflows.worldshare_calls import key_paused, second_look, worldshare_client
+from app.worldshare import budget
+from app.worldshare.cadence import (
+    DuePoll,
+    PollSubject,
+    choose_polls,
+    hourly_allowance,
+    next_poll_delay,
+)
 from app.worldshare.client import WorldShareConfig
 from app.worldshare.config import NotConfigured, worldshare_config
 from app.worldshare.network import LenderStatus
 from app.worldshare.status import answer_mismatch, lender_outcome
 
-DISPATCH_BATCH = 500
+# Due reads considered per key and dispatch, the longest overdue first.
+DISPATCH_BATCH = 5000
 SOURCE = "worldshare"
+# The cadence's delays are written for an hourly base; `poll_interval_seconds` scales them.
+CADENCE_BASE_SECONDS = 3600
 
 
-def dispatch_due_polls(session: Session) -> int:
-    """Queue a poll for each request whose turn has come; returns how many were queued."""
-    now = utcnow()
+@dataclass(frozen=True)
+class KeyGroup:
+    """Institutions that call WorldShare with one WSKey, and the budget they share."""
+
+    key: str
+    institution_ids: tuple[int, ...]
+    daily_call_budget: int
+
+
+def key_groups(session: Session, box: SecretBox) -> list[KeyGroup]:
+    """Institutions grouped by WSKey (a consortium may share one); the smallest budget wins."""
+    groups: dict[str, list[Institution]] = {}
+    institutions = session.exec(
+        select(Institution).where(col(Institution.worldshare_key_encrypted).is_not(None))
+    ).all()
+    for institution in institutions:
+        assert institution.worldshare_key_encrypted is not None
+        key = budget.key_id(box.decrypt(institution.worldshare_key_encrypted))
+        groups.setdefault(key, []).append(institution)
+    return [
+        KeyGroup(
+            key=key,
+            institution_ids=tuple(i.id for i in members if i.id is not None),
+            daily_call_budget=min(i.worldshare_daily_call_budget for i in members),
+        )
+        for key, members in groups.items()
+    ]
+
+
+def dispatch_due_polls(session: Session, box: SecretBox, now: datetime | None = None) -> int:
+    """Queue the reads whose turn has come, within each key's budget; returns how many."""
+    now = now or utcnow()
+    return sum(_dispatch_for_key(session, group, now) for group in key_groups(session, box))
+
+
+def _polled(institution_ids: tuple[int, ...]) -> Any:
+    return (
+        col(BorrowingRequest.institution_id).in_(institution_ids),
+        col(BorrowingRequest.state).in_(POLLED_STATES),
+        col(BorrowingRequest.worldshare_request_id).is_not(None),
+    )
+
+
+def _cadence_rows(session: Session, where: Any, limit: int | None = None) -> list[Any]:
+    cancel_pending = exists().where(
+        col(StaffTask.request_id) == col(BorrowingRequest.id),
+        col(StaffTask.kind) == TaskKind.CANCEL_IN_WORLDSHARE,
+        col(StaffTask.closed_at).is_(None),
+    )
+    query = (
+        select(BorrowingRequest, Institution.poll_interval_seconds, cancel_pending)
+        .join(Institution, col(Institution.id) == col(BorrowingRequest.institution_id))
+        .where(*where)
+        .order_by(col(BorrowingRequest.next_poll_at))
+    )
+    return list(session.exec(query.limit(limit) if limit else query).all())
+
+
+def poll_delay(
+    request: BorrowingRequest, interval_seconds: int, cancel_pending: bool, now: datetime
+) -> timedelta:
+    subject = PollSubject(
+        state=request.state,
+        exported_at=request.created_at,
+        lender_due_date=request.lender_due_date,
+        cancel_pending=cancel_pending,
+    )
+    return next_poll_delay(subject, now) * (interval_seconds / CADENCE_BASE_SECONDS)
+
+
+def _dispatch_for_key(session: Session, group: KeyGroup, now: datetime) -> int:
+    polled = _polled(group.institution_ids)
+    # A request changed since its read was scheduled (a renewal asked, a state reached) may
+    # want reading sooner: its cadence is worked out again from the change.
+    changed = _cadence_rows(
+        session,
+        (
+            *polled,
+            or_(
+                col(BorrowingRequest.poll_scheduled_at).is_(None),
+                col(BorrowingRequest.updated_at) > col(BorrowingRequest.poll_scheduled_at),
+            ),
+        ),
+    )
+    for request, interval, cancel_pending in changed:
+        soonest = request.updated_at + poll_delay(request, interval, cancel_pending, now)
+        if request.next_poll_at is None or soonest < request.next_poll_at:
+            request.next_poll_at = soonest
+        request.poll_scheduled_at = now
+        session.add(request)
+    session.flush()
     in_flight = exists().where(
         col(Job.request_id) == col(BorrowingRequest.id),
         col(Job.kind) == POLL_WORLDSHARE.name,
         col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
     )
-    due = session.exec(
-        select(BorrowingRequest, Institution.poll_interval_seconds)
-        .join(Institution, col(Institution.id) == col(BorrowingRequest.institution_id))
+    waiting = session.exec(
+        select(func.count())
+        .select_from(Job)
         .where(
-            col(BorrowingRequest.state).in_(POLLED_STATES),
-            col(BorrowingRequest.worldshare_request_id).is_not(None),
-            col(BorrowingRequest.next_poll_at) <= now,
-            ~in_flight,
+            col(Job.kind) == POLL_WORLDSHARE.name,
+            col(Job.institution_id).in_(group.institution_ids),
+            col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
         )
-        .order_by(col(BorrowingRequest.next_poll_at))
-        .limit(DISPATCH_BATCH)
-    ).all()
-    for request, interval in due:
-        request.next_poll_at = now + timedelta(seconds=interval)
+    ).one()
+    if budget.paused_until(session, group.key, now) is not None:
+        return 0
+    in_hour, in_window = budget.calls_spent(session, group.key, now)
+    # Reads queued but not yet made are spent already.
+    allowance = hourly_allowance(group.daily_call_budget, in_hour + waiting, in_window + waiting)
+    if allowance <= 0:
+        return 0
+    due_rows = _cadence_rows(
+        session,
+        (*polled, col(BorrowingRequest.next_poll_at) <= now, ~in_flight),
+        limit=DISPATCH_BATCH,
+    )
+    by_id = {}
+    due = []
+    for request, interval, cancel_pending in due_rows:
+        assert request.id is not None and request.next_poll_at is not None
+        delay = poll_delay(request, interval, cancel_pending, now)
+        by_id[request.id] = (request, delay)
+        due.append(DuePoll(request_id=request.id, due_at=request.next_poll_at, delay=delay))
+    chosen = choose_polls(due, now, allowance)
+    for poll in chosen:
+        request, delay = by_id[poll.request_id]
+        request.next_poll_at = now + delay
+        request.poll_scheduled_at = now
         session.add(request)
         enqueue(
             session,
@@ -91,11 +212,12 @@ def dispatch_due_polls(session: Session) -> int:
             institution_id=request.institution_id,
             request_id=request.id,
         )
-    return len(due)
+    return len(chosen)
 
 
-async def dispatch_polls(_ctx: Runtime, _job: ClaimedJob, _payload: Payload) -> Finish:
-    return dispatch_due_polls
+async def dispatch_polls(ctx: Runtime, _job: ClaimedJob, _payload: Payload) -> Finish:
+    box = ctx.secrets
+    return lambda session: dispatch_due_polls(session, box)
 
 
 @dataclass(frozen=True)
@@ -112,6 +234,7 @@ def plan_poll(session: Session, job: ClaimedJob, ctx: Runtime) -> PollPlan | Non
         config = worldshare_config(institution, ctx.secrets)
     except NotConfigured as exc:
         raise PermanentJobError(str(exc)) from None
+    key_paused(session, config, whole_window=False)
     return PollPlan(config=config, worldshare_request_id=request.worldshare_request_id)
 
 

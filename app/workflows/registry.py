@@ -15,6 +15,7 @@ from app.workflows import (
     kinds,
     loans,
     polling,
+    retention,
     stale_check,
 )
 from app.workflows.common import flag_on_dead
@@ -63,10 +64,16 @@ def build_registry(settings: Settings) -> Registry[Runtime]:
     registry.add(kinds.CHECK_STALE, stale_check.check_stale, max_attempts=PERIODIC_MAX_ATTEMPTS)
     registry.add(kinds.RUN_CLEANUP, cleanup.run_cleanup, on_dead=cleanup.close_dead_run)
     registry.add(kinds.AUTO_CLEANUP, cleanup.auto_cleanup, max_attempts=PERIODIC_MAX_ATTEMPTS)
+    registry.add(
+        kinds.PURGE_PATRON_DATA,
+        retention.purge_expired_patron_data,
+        max_attempts=PERIODIC_MAX_ATTEMPTS,
+    )
     registry.every(settings.poll_dispatch_seconds, kinds.DISPATCH_POLLS)
     registry.every(STALE_CHECK_SECONDS, kinds.CHECK_STALE)
     registry.every(AUTO_CLEANUP_SECONDS, kinds.AUTO_CLEANUP)
     registry.every(3600, kinds.PURGE_FINISHED_JOBS)
+    registry.every(settings.retention_purge_seconds, kinds.PURGE_PATRON_DATA)
     return registry
 
 

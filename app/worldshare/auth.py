@@ -65,6 +65,8 @@ class RotatedRefreshToken:
 
 # True once the caller's store has dealt with the rotation; False to be handed it again.
 OnRotated = Callable[[RotatedRefreshToken], Awaitable[bool]]
+# Told before each call leaves for OCLC (its kind: token, create, read), to count it.
+OnCall = Callable[[str], Awaitable[None]]
 
 
 class RefreshTokenRefused(PermanentUpstreamError):
@@ -113,6 +115,7 @@ class TokenCache:
         credentials: ClientCredentials,
         *,
         on_rotated: OnRotated | None = None,
+        on_call: OnCall | None = None,
     ) -> str:
         """A valid access token, fetched at most once at a time per (institution, scope, grant).
 
@@ -127,6 +130,8 @@ class TokenCache:
                 cached = self._fresh(key)
                 if cached is None:
                     sent = self._refresh_token_to_send(credentials)
+                    if on_call is not None:
+                        await on_call("token")
                     token = await self._fetch(http, credentials, sent)
                     self._tokens[key] = token
                     self._remember_rotation(key, credentials, sent, token)

@@ -18,7 +18,7 @@ import httpx
 
 from app.borrowing.citation import Citation
 from app.upstream import UpstreamError, call, status_failure
-from app.worldshare.auth import ClientCredentials, OnRotated, TokenCache
+from app.worldshare.auth import ClientCredentials, OnCall, OnRotated, TokenCache
 from app.worldshare.network import LenderStatus, RenewalInfo
 
 UPSTREAM = "WorldShare"
@@ -71,6 +71,7 @@ class WorldShareConfig:
     secret: str = field(repr=False)
     requester: Requester
     refresh_token: str | None = field(default=None, repr=False)
+    daily_call_budget: int = 40000
 
     @property
     def credentials(self) -> ClientCredentials:
@@ -170,19 +171,21 @@ class WorldShareClient:
         config: WorldShareConfig,
         *,
         on_refresh_token_rotated: OnRotated | None = None,
+        on_call: OnCall | None = None,
     ) -> None:
         self._http = http
         self._tokens = tokens
         self._config = config
         self._credentials = config.credentials
         self._on_rotated = on_refresh_token_rotated
+        self._on_call = on_call
 
     def __repr__(self) -> str:
         return f"WorldShareClient(institution_code={self._config.institution_code!r})"
 
     async def authorise(self) -> None:
         """Have a token at hand, so a later call's failure is the call's own, not the token's."""
-        await self._tokens.token(self._http, self._credentials, on_rotated=self._on_rotated)
+        await self._token()
 
     async def create_request(self, citation: Citation, *, reference: str) -> str:
         body = build_ill_request(citation, self._config.requester, reference=reference)
@@ -224,12 +227,19 @@ class WorldShareClient:
         codes, detail = oclc_failures(response)
         raise status_failure(UPSTREAM, response, codes=codes, detail=detail)
 
+    async def _token(self) -> str:
+        return await self._tokens.token(
+            self._http, self._credentials, on_rotated=self._on_rotated, on_call=self._on_call
+        )
+
     async def _send(
         self, method: str, path: str, json: dict[str, Any] | None
     ) -> tuple[str, httpx.Response]:
-        token = await self._tokens.token(self._http, self._credentials, on_rotated=self._on_rotated)
+        token = await self._token()
         headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
         url = self._config.base_url.rstrip("/") + path
+        if self._on_call is not None:
+            await self._on_call("create" if method == "POST" else "read")
         response = await call(self._http, UPSTREAM, method, url, json=json, headers=headers)
         return token, response
 

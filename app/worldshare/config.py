@@ -43,6 +43,7 @@ def worldshare_config(
             if institution.worldshare_refresh_token_encrypted
             else None
         ),
+        daily_call_budget=institution.worldshare_daily_call_budget,
         requester=Requester(
             institution_id=institution.worldshare_institution_id or "",
             billing_address=institution.worldshare_billing_address,

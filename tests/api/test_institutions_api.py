@@ -107,6 +107,7 @@ def test_create_returns_the_groups_and_hides_every_secret(client, admin):
         "lenders": [],
         "max_cost": None,
         "billing_types": [],
+        "daily_call_budget": 40000,
         "complete": False,
         "missing": ["worldshare.billing_address"],
     }

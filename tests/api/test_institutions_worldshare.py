@@ -85,6 +85,7 @@ def test_the_librarys_settings_are_kept_and_shown(client, admin):
         "lenders": [148456, 116402],
         "max_cost": {"amount": "25.00", "currency": "USD"},
         "billing_types": ["IFM"],
+        "daily_call_budget": 40000,
         "complete": True,
         "missing": [],
     }

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
@@ -29,6 +30,16 @@ every unfilled borrowing request to WorldShare (never patron data), keeps the tw
 shows every step. Authenticate with `Authorization: Bearer <token>` (`illbridge token create`).
 Every error answers with `{"error": "<code>", "detail": "<message>"}`.
 """
+
+
+# FastAPI's native OpenTelemetry instrumentation, off unless asked for: with no provider set it
+# still checks for one on every request and wraps every operation.
+_NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 def _body_limit_for(path: str) -> int | None:
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         summary="Alma ⇄ OCLC WorldShare ILL bridge",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = metrics

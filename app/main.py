@@ -15,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
-from app.api.health import ReadinessProbe
+from app.api.health import ReadinessProbe, RecentReads
 from app.api.iso18626 import router as iso18626_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.recent_stats = RecentReads(settings.stats_cache_seconds)
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(iso18626_router)

@@ -37,3 +37,7 @@ class Stats(BaseModel):
         description="How long the oldest due job has waited; null when none waits"
     )
     dead_jobs: int
+    counted_at: datetime = Field(
+        description="When these figures were read: they are reused for up to"
+        " ILLBRIDGE_STATS_CACHE_SECONDS (5 s by default) rather than counted on every call"
+    )

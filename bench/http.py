@@ -8,7 +8,11 @@ Prints req/s and p50/p99 per round and the median of the rounds, for uvicorn's p
     .venv/bin/python -m bench.http --target healthz --stack standard --path /api/v1/stats
 
 Needs `wrk` (Debian: `apt-get install wrk`). Run from the repository's root. The service runs
-with `ILLBRIDGE_SANDBOX=false`, no worker, on a fresh SQLite database.
+with `ILLBRIDGE_SANDBOX=false`, no worker, on a fresh SQLite database. `--app-dir` serves
+another checkout's code on the same interpreter, for a before/after in one sitting:
+
+    mkdir /tmp/before && git archive d5ca106 | tar -x -C /tmp/before
+    .venv/bin/python -m bench.http --target healthz --app-dir /tmp/before
 """
 
 from __future__ import annotations
@@ -61,12 +65,17 @@ uvicorn.run(namespace["app"], host="127.0.0.1", port={port}, loop={loop!r}, http
 """
 
 
-def start(target: str, stack: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(
+    target: str, stack: str, port: int, env: dict[str, str], app_dir: Path
+) -> subprocess.Popen[bytes]:
     loop, http = STACKS[stack]
     source = BARE_APP if target == "bare" else SERVICE_APP
     code = SERVE.format(source=source, port=port, loop=loop, http=http)
     server = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", code],
+        cwd=app_dir,
+        env=env | {"PYTHONPATH": str(app_dir)},
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -112,6 +121,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=ROOT,
+        help="serve the `app` package of another checkout (e.g. `git archive` of an older commit)",
+    )
     args = parser.parse_args()
     targets = ["bare", "healthz"] if args.target == "both" else [args.target]
     stacks = list(STACKS) if args.stack == "both" else [args.stack]
@@ -123,13 +138,18 @@ def main() -> None:
             "ILLBRIDGE_SANDBOX": "false",
             "ILLBRIDGE_LOG_LEVEL": "WARNING",
         }
-        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "migrate"],
+            cwd=args.app_dir,
+            env=env | {"PYTHONPATH": str(args.app_dir)},
+            check=True,
+        )
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {os.cpu_count()} cores")
         print(f"{'target':<10}{'stack':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
         for target in targets:
             for stack in stacks:
                 port = free_port()
-                server = start(target, stack, port, env)
+                server = start(target, stack, port, env, args.app_dir)
                 try:
                     url = f"http://127.0.0.1:{port}{args.path}"
                     wrk(url, args.connections, 2)  # warm-up

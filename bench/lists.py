@@ -414,9 +414,60 @@ def main() -> None:
             calls = [lambda i=institution_id: _open_tasks(engine, i)] * args.calls
             calls[0]()
             _row(name, timed(calls, args.concurrency))
+        database_only(engine, fsu.id, requests)
     finally:
         server.close()
         engine.dispose()
+
+
+def database_only(engine: Engine, fsu_id: int | None, requests: int) -> None:
+    """The same lists' SQL alone, one at a time on one thread: what the indexes decide,
+    apart from HTTP, the ORM and the other processes on the machine's cores."""
+    from sqlalchemy import select as core_select
+
+    from app.jobs.queue import JOBS
+
+    table = BorrowingRequest.__table__  # type: ignore[attr-defined]
+    newest = table.c.id.desc()
+    statements = {
+        "requests ?institution=FSU&state=on_loan": core_select(table).where(
+            table.c.institution_id == fsu_id, table.c.state == "on_loan"
+        ),
+        "requests ?state=exported": core_select(table).where(table.c.state == "exported"),
+        "requests ?state=closed, a page deep": core_select(table).where(
+            table.c.state == "closed", table.c.id < requests // 2
+        ),
+        "requests ?institution=FSU&needs_attention=true": core_select(table).where(
+            table.c.institution_id == fsu_id, table.c.needs_attention.is_(True)
+        ),
+        "requests ?alma_request_id=…": core_select(table).where(
+            table.c.alma_request_id == f"A{requests // 3}"
+        ),
+        "requests ?item_barcode=…": core_select(table).where(
+            table.c.item_barcode == f"ILL{requests // 3:09d}"
+        ),
+        "jobs ?status=dead": core_select(JOBS).where(JOBS.c.status == "dead"),
+        "jobs ?kind=alma.notify": core_select(JOBS).where(JOBS.c.kind == "alma.notify"),
+    }
+    print(f"\n| {'the SQL alone, one thread':<50} | {'p50 ms':>7} | {'p95 ms':>7} |")
+    print(f"|{'-' * 52}|{'-' * 9}|{'-' * 9}|")
+    with engine.connect() as connection:
+        for name, statement in statements.items():
+            order = JOBS.c.id.desc() if name.startswith("jobs") else newest
+            query = statement.order_by(order).limit(51)
+            latencies = []
+            for _ in range(50):
+                started = time.perf_counter()
+                connection.execute(query).all()
+                latencies.append((time.perf_counter() - started) * 1000)
+            _row(name, latencies)
+        count = core_select(table.c.state, func.count()).group_by(table.c.state)
+        latencies = []
+        for _ in range(5):
+            started = time.perf_counter()
+            connection.execute(count).all()
+            latencies.append((time.perf_counter() - started) * 1000)
+        _row("count by state, uncached (what stats avoids)", latencies)
 
 
 def _cursor(before: int) -> str:

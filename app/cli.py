@@ -70,7 +70,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level)
     _check_secret_key(settings)
     app = create_app(settings, run_worker=not args.no_worker)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=30)
+    # Access lines are off (the request metrics count every request; no per-request log line).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
 
 
 def cmd_worker(_args: argparse.Namespace) -> None:

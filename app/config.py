@@ -42,6 +42,16 @@ class Settings(BaseSettings):
         default=15.0, ge=0, description="How long /metrics reuses its database gauges"
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs (off: /metrics and"
+        " the JSON logs are the service's observability, and the per-request checks cost)",
+    )
+    stats_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long /api/v1/stats reuses its counts (per institution and process)",
+    )
 
     # Bounded by the connection pool (40) and the thread pool handlers' database steps use.
     worker_concurrency: int = Field(default=16, ge=1, le=32)

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
-from app.api.health import ReadinessProbe
+from app.api.health import ReadinessProbe, RecentReads
 from app.api.iso18626 import router as iso18626_router
 from app.api.webhooks import MAX_WEBHOOK_BYTES
 from app.api.webhooks import PATH_PREFIX as WEBHOOK_PATH_PREFIX
@@ -32,6 +33,16 @@ every unfilled borrowing request to WorldShare (never patron data), keeps the tw
 shows every step. Authenticate with `Authorization: Bearer <token>` (`illbridge token create`).
 Every error answers with `{"error": "<code>", "detail": "<message>"}`.
 """
+
+
+# FastAPI's native OpenTelemetry instrumentation, off unless asked for: with no provider set it
+# still checks for one on every request and wraps every operation.
+_NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 def _body_limit_for(path: str) -> int | None:
@@ -81,9 +92,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         summary="Alma ⇄ OCLC WorldShare ILL bridge",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.recent_stats = RecentReads(settings.stats_cache_seconds)
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(iso18626_router)

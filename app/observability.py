@@ -26,6 +26,14 @@ _SECRET_KEYS = re.compile(r"(secret|token|password|api_key|apikey|authorization)
 _SECRET_VALUES = re.compile(r"(ilb_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|apikey\s+\S+)", re.I)
 # Label values come from this set only, so a client cannot grow the metric's series at will.
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9\-]{8,64}")
+# Outbound calls take from tens of milliseconds to the whole-call deadline (30 s by default).
+UPSTREAM_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _label_slug(name: str) -> str:
+    """ "WorldShare token endpoint" → "worldshare_token_endpoint": a label value easy to query."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 # Alma's REST paths carry the patron's user id (`/almaws/v1/users/{user_id}/loans/…`).
@@ -155,12 +163,6 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
-        self.alma_api_remaining = Gauge(
-            "illbridge_alma_api_remaining",
-            "Alma API calls left today (X-Exl-Api-Remaining), by institution code",
-            ["institution"],
-            registry=self.registry,
-        )
         self.requests = Gauge(
             "illbridge_requests", "Borrowing requests by state", ["state"], registry=self.registry
         )
@@ -178,6 +180,50 @@ class Metrics:
             "How long the oldest due job has waited",
             registry=self.registry,
         )
+        self.upstream_calls = Histogram(
+            "illbridge_upstream_call_duration_seconds",
+            "Outbound calls by upstream and outcome (the HTTP status, or timeout or"
+            " connection_error), whole call including the body",
+            ["target", "status"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.alma_api_remaining = Gauge(
+            "illbridge_alma_api_remaining",
+            "Alma API calls left today, as Alma last reported it (X-Exl-Api-Remaining)",
+            ["institution"],
+            registry=self.registry,
+        )
+        self.worldshare_calls_today = Gauge(
+            "illbridge_worldshare_calls_today",
+            "WorldShare API calls in the last 24 hours per WSKey (a hash prefix of the key)",
+            ["key"],
+            registry=self.registry,
+        )
+        self.token_refreshes = Counter(
+            "illbridge_token_refreshes_total",
+            "Access tokens fetched from an upstream's token endpoint, by grant and outcome",
+            ["grant_type", "outcome"],
+            registry=self.registry,
+        )
+
+    def upstream_call(self, target: str, status: str, seconds: float) -> None:
+        """One outbound call finished (`app.upstream.call` reports every call here)."""
+        self.upstream_calls.labels(_label_slug(target), status).observe(seconds)
+
+    def set_alma_api_remaining(self, institution: str, remaining: int) -> None:
+        """Alma's `X-Exl-Api-Remaining` of the last answer for `institution` (its code)."""
+        self.alma_api_remaining.labels(institution).set(remaining)
+
+    def set_worldshare_calls_today(self, calls_by_key: dict[str, int]) -> None:
+        """Today's WorldShare call count per budget key (institution code or key name, never
+        the WSKey or its secret); keys not given are dropped, so a new day starts empty."""
+        self.worldshare_calls_today.clear()
+        for key, calls in calls_by_key.items():
+            self.worldshare_calls_today.labels(key).set(calls)
+
+    def token_fetched(self, grant_type: str, outcome: str) -> None:
+        self.token_refreshes.labels(grant_type, outcome).inc()
 
     def refresh_stats(self, read: Callable[[], Any]) -> None:
         """Set the gauges from `read()` unless they were read less than the max age ago.
@@ -206,30 +252,52 @@ class Metrics:
             self.jobs.labels(status).set(count)
         self.queue_depth.set(stats.queue_depth)
         self.oldest_job_age.set(stats.oldest_queued_job_age_seconds or 0)
+        self.set_worldshare_calls_today(stats.worldshare_calls_last_24h)
 
 
 class RequestContextMiddleware:
-    """Assigns a request id, times the request and records it by route template."""
+    """Assigns a request id, times the request and records it by route template.
+
+    It runs on every request, so it does the least it can: one pass over the headers, the
+    request-id pattern checked only when a client sent one, and each (route, method, status)
+    histogram child looked up once per process instead of through `labels()` every time.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+    def _observer(self, template: str, method: str, status: int) -> Callable[[float], None]:
+        key = (template, method, status)
+        observe = self._observers.get(key)
+        if observe is None:
+            observe = self.metrics.http_requests.labels(template, method, str(status)).observe
+            self._observers[key] = observe
+        return observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if re.fullmatch(r"[A-Za-z0-9\-]{8,64}", incoming) else uuid.uuid4().hex
+        started = time.perf_counter()
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    rid = value.decode("ascii")
+                break
+        if rid is None:
+            rid = uuid.uuid4().hex
+        header = (b"x-request-id", rid.encode("ascii"))
         token = request_id_var.set(rid)
         status = 500
-        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+                message.setdefault("headers", []).append(header)
             await send(message)
 
         try:
@@ -238,9 +306,7 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope["method"] if scope["method"] in _HTTP_METHODS else "other"
-            self.metrics.http_requests.labels(template, method, str(status)).observe(
-                time.perf_counter() - started
-            )
+            self._observer(template, method, status)(time.perf_counter() - started)
             request_id_var.reset(token)
 
 

@@ -20,6 +20,7 @@ from app.institutions.secrets import SecretBox, check_stored_secrets, load_secre
 from app.institutions.service import warn_of_iso18626_opt_outs
 from app.observability import Metrics
 from app.outbound_hosts import allowed_host_patterns, outbound_host_guard
+from app.upstream import observe_calls
 from app.worldshare.auth import TokenCache
 
 T = TypeVar("T")
@@ -76,12 +77,13 @@ async def open_runtime(settings: Settings, metrics: Metrics) -> AsyncIterator[Ru
         with read_session(engine) as session:
             warn_of_iso18626_opt_outs(session)
         async with new_http_client(settings) as http:
+            observe_calls(http, metrics.upstream_call)
             yield Runtime(
                 settings=settings,
                 engine=engine,
                 http=http,
                 secrets=secrets,
-                worldshare_tokens=TokenCache(),
+                worldshare_tokens=TokenCache(on_fetched=metrics.token_fetched),
                 metrics=metrics,
             )
     finally:

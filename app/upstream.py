@@ -10,13 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import httpx
 
 # Failures raised before a byte of the request could have left: retrying cannot duplicate it.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+# (upstream, outcome, seconds): the outcome is the HTTP status, "timeout" or "connection_error".
+CallObserver = Callable[[str, str, float], None]
+_observers: WeakKeyDictionary[httpx.AsyncClient, CallObserver] = WeakKeyDictionary()
+
+
+def observe_calls(http: httpx.AsyncClient, observer: CallObserver) -> None:
+    """Report every `call` made through `http` to `observer` (the process's metrics)."""
+    _observers[http] = observer
+
+
+def _observed(http: httpx.AsyncClient, upstream: str, outcome: str, started: float) -> None:
+    observer = _observers.get(http)
+    if observer is not None:
+        observer(upstream, outcome, time.perf_counter() - started)
 
 
 class UpstreamError(Exception):
@@ -113,16 +131,21 @@ async def call(
     `TransientUpstreamError`, a redirect `PermanentUpstreamError`; any other response is the
     caller's to judge.
     """
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(http.timeout.read):
             response = await http.request(method, url, follow_redirects=False, **kwargs)
     except httpx.TransportError as exc:
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        _observed(http, upstream, "timeout" if timed_out else "connection_error", started)
         raise transport_failure(upstream, exc) from None
     except TimeoutError:
+        _observed(http, upstream, "timeout", started)
         # Past the deadline the request may well have been sent (the default says so).
         raise TransientUpstreamError(
             f"{upstream}: timeout (whole call over its deadline)"
         ) from None
+    _observed(http, upstream, str(response.status_code), started)
     if response.is_redirect:
         raise status_failure(upstream, response, detail="redirect not followed")
     return response

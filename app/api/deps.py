@@ -37,7 +37,9 @@ _bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # The dependencies that only reach an object are coroutines: FastAPI runs a plain `def`
+    # dependency on the thread pool, one thread hop per dependency per request.
     runtime: Runtime = request.app.state.services.runtime
     return runtime
 
@@ -45,7 +47,7 @@ def get_runtime(request: Request) -> Runtime:
 AppRuntime = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_wake(request: Request) -> Callable[[], None]:
+async def get_wake(request: Request) -> Callable[[], None]:
     """Nudges the in-process worker (if any) to claim new jobs now rather than at its next poll."""
     wake: Callable[[], None] = request.app.state.services.wake_worker
     return wake
@@ -54,11 +56,11 @@ def get_wake(request: Request) -> Callable[[], None]:
 WakeWorker = Annotated[Callable[[], None], Depends(get_wake)]
 
 
-def get_engine(runtime: AppRuntime) -> Engine:
+async def get_engine(runtime: AppRuntime) -> Engine:
     return runtime.engine
 
 
-def get_box(runtime: AppRuntime) -> SecretBox:
+async def get_box(runtime: AppRuntime) -> SecretBox:
     return runtime.secrets
 
 
@@ -67,7 +69,7 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
         yield session
 
 
-def get_allowed_hosts(runtime: AppRuntime) -> tuple[str, ...]:
+async def get_allowed_hosts(runtime: AppRuntime) -> tuple[str, ...]:
     return allowed_host_patterns(runtime.settings)
 
 

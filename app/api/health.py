@@ -6,8 +6,11 @@ import asyncio
 import hashlib
 import hmac
 import threading
+import time
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +30,7 @@ from app.jobs import queue
 from app.jobs.models import JobStatus
 from app.jobs.schemas import Stats
 from app.timeutil import utcnow
+from app.worldshare import budget
 
 router = APIRouter(tags=["operations"], route_class=AuthFirstRoute)
 
@@ -80,7 +84,7 @@ class ReadinessProbe:
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
@@ -107,13 +111,61 @@ def compute_stats(session: ReadSession, institution_id: int | None) -> Stats:
         queue_depth=depth,
         oldest_queued_job_age_seconds=(utcnow() - oldest).total_seconds() if oldest else None,
         dead_jobs=jobs.get(JobStatus.DEAD.value, 0),
+        worldshare_calls_last_24h=(
+            budget.calls_by_key(session, utcnow()) if institution_id is None else {}
+        ),
+        counted_at=utcnow(),
     )
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class _Entry(Generic[T]):
+    lock: threading.Lock
+    value: T | None = None
+    read_at: float | None = None
+
+
+class RecentReads(Generic[T]):
+    """A value per key, re-read at most once per `max_age` seconds; callers arriving while it
+    is re-read wait for that read instead of starting their own.
+
+    The counts of /api/v1/stats aggregate whole tables (a million requests take a PostgreSQL
+    core hundreds of milliseconds to count): this bounds them to one aggregate per window, per
+    institution and process, however many pages poll them. Counting on write instead would put
+    one hot counter row in every state change's transaction, each writer queueing on its lock.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self._clock = clock
+        self._entries: dict[Hashable, _Entry[T]] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: Hashable, read: Callable[[], T]) -> T:
+        if self.max_age <= 0:
+            return read()
+        with self._guard:
+            entry = self._entries.setdefault(key, _Entry(threading.Lock()))
+        with entry.lock:
+            fresh = entry.read_at is not None and self._clock() - entry.read_at < self.max_age
+            if not fresh or entry.value is None:
+                entry.value = read()
+                entry.read_at = self._clock()
+            return entry.value
+
+
 @router.get("/api/v1/stats", responses=ERROR_RESPONSES)
-def stats(token: Reader, session: ReadSession) -> Stats:
-    """Counts by state, queue depth, the oldest waiting job's age and dead jobs."""
-    return compute_stats(session, token.institution_id)
+def stats(token: Reader, session: ReadSession, request: Request) -> Stats:
+    """Counts by state, queue depth, the oldest waiting job's age and dead jobs.
+
+    Read at most once per ILLBRIDGE_STATS_CACHE_SECONDS per institution (`counted_at` says
+    when), so polling it costs no table scan per call.
+    """
+    recent: RecentReads[Stats] = request.app.state.recent_stats
+    return recent.get(token.institution_id, lambda: compute_stats(session, token.institution_id))
 
 
 _metrics_bearer = HTTPBearer(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from app.api.deps import Admin, DbEngine, Reader, ReadSession, WakeWorker
-from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
+from app.api.pagination import MAX_ID, decode_cursor, encode_cursor, json_answer
 from app.api.routing import AuthFirstRoute
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
@@ -24,7 +24,7 @@ def _public(job: Job) -> JobPublic:
     return JobPublic.model_validate(job, from_attributes=True)
 
 
-@router.get("")
+@router.get("", response_model=JobPage)
 def list_jobs(
     token: Reader,
     session: ReadSession,
@@ -33,7 +33,7 @@ def list_jobs(
     request_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> JobPage:
+) -> Response:
     jobs = queue.list_jobs(
         session,
         status=status.value if status else None,
@@ -45,9 +45,11 @@ def list_jobs(
     )
     page = jobs[:limit]
     more = len(jobs) > limit and page[-1].id is not None
-    return JobPage(
-        items=[_public(job) for job in page],
-        next_cursor=encode_cursor(page[-1].id) if more and page[-1].id else None,
+    return json_answer(
+        JobPage(
+            items=[_public(job) for job in page],
+            next_cursor=encode_cursor(page[-1].id) if more and page[-1].id else None,
+        )
     )
 
 

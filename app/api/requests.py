@@ -18,7 +18,7 @@ from app.api.deps import (
     Writer,
     ensure_visible,
 )
-from app.api.pagination import MAX_ID, decode_cursor, encode_cursor
+from app.api.pagination import MAX_ID, decode_cursor, encode_cursor, json_answer
 from app.api.routing import AuthFirstRoute
 from app.borrowing import queries, service, tasks
 from app.borrowing.models import BorrowingRequest, InboxSource, RequestOrigin
@@ -110,7 +110,7 @@ def register_request(
     return queries.to_public(request, institution.code)
 
 
-@router.get("")
+@router.get("", response_model=BorrowingRequestPage)
 def list_requests(
     token: Reader,
     session: ReadSession,
@@ -120,13 +120,17 @@ def list_requests(
     worldshare_request_id: Annotated[
         str | None, Query(max_length=64, pattern=r"^[\w\-.:]+$")
     ] = None,
+    item_barcode: Annotated[
+        str | None,
+        Query(max_length=128, pattern=r"^[\w\-.:]+$", description="The temporary item's barcode"),
+    ] = None,
     needs_attention: bool | None = None,
     updated_since: Annotated[
         UtcDateTime | None, Query(description="Changed at or after; no offset means UTC")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> BorrowingRequestPage:
+) -> Response:
     institution_id = token.institution_id
     if institution is not None:
         found = get_by_code(session, institution)
@@ -137,6 +141,7 @@ def list_requests(
         state=state.value if state else None,
         alma_request_id=alma_request_id,
         worldshare_request_id=worldshare_request_id,
+        item_barcode=item_barcode,
         needs_attention=needs_attention,
         updated_since=updated_since,
     )
@@ -145,9 +150,11 @@ def list_requests(
     more = len(rows) > limit
     last_id = page[-1].id if page else None
     codes = codes_by_id(session, {request.institution_id for request in page})
-    return BorrowingRequestPage(
-        items=[queries.to_public(request, codes[request.institution_id]) for request in page],
-        next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
+    return json_answer(
+        BorrowingRequestPage(
+            items=[queries.to_public(request, codes[request.institution_id]) for request in page],
+            next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
+        )
     )
 
 

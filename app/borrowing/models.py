@@ -46,10 +46,23 @@ class BorrowingRequest(SQLModel, table=True):
         UniqueConstraint("institution_id", "alma_request_id"),
         UniqueConstraint("institution_id", "idempotency_key"),
         Index("ix_borrowing_request_state_next_poll_at", "state", "next_poll_at"),
+        # The lists are newest first (ORDER BY id DESC) under equality filters: each index
+        # holds a filter's columns then id, so a page is read in order and stops at its limit.
+        Index("ix_borrowing_request_institution_id_id", "institution_id", "id"),
+        Index("ix_borrowing_request_institution_id_state_id", "institution_id", "state", "id"),
+        Index("ix_borrowing_request_state_id", "state", "id"),
+        Index("ix_borrowing_request_needs_attention_id", "needs_attention", "id"),
+        Index(
+            "ix_borrowing_request_institution_id_needs_attention_id",
+            "institution_id",
+            "needs_attention",
+            "id",
+        ),
+        Index("ix_borrowing_request_alma_request_id", "alma_request_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    institution_id: int = Field(foreign_key="institution.id", index=True)
+    institution_id: int = Field(foreign_key="institution.id")
     alma_request_id: str = Field(max_length=128)
     # Alma's internal borrowing request id, resolved once from the id Alma sent over ISO 18626
     # (which may be the external identifier); the REST API cancels by it.
@@ -107,7 +120,7 @@ class BorrowingRequest(SQLModel, table=True):
     stale_reason: str | None = Field(default=None, max_length=32, index=True)
     stale_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
-    needs_attention: bool = Field(default=False, index=True)
+    needs_attention: bool = Field(default=False)
     attention_reason: str | None = Field(default=None, max_length=1000)
 
     created_at: datetime = Field(

@@ -24,6 +24,7 @@ class RequestFilter:
     state: str | None = None
     alma_request_id: str | None = None
     worldshare_request_id: str | None = None
+    item_barcode: str | None = None
     needs_attention: bool | None = None
     updated_since: datetime | None = None
 
@@ -31,6 +32,8 @@ class RequestFilter:
 def list_requests(
     session: Session, where: RequestFilter, *, before_id: int | None, limit: int
 ) -> list[BorrowingRequest]:
+    """Newest first, `limit` rows older than `before_id` (keyset pagination: a page is stable
+    under inserts, and each is read in the order of an index matching the filters)."""
     query = select(BorrowingRequest)
     if where.institution_id is not None:
         query = query.where(BorrowingRequest.institution_id == where.institution_id)
@@ -40,6 +43,8 @@ def list_requests(
         query = query.where(BorrowingRequest.alma_request_id == where.alma_request_id)
     if where.worldshare_request_id is not None:
         query = query.where(BorrowingRequest.worldshare_request_id == where.worldshare_request_id)
+    if where.item_barcode is not None:
+        query = query.where(BorrowingRequest.item_barcode == where.item_barcode)
     if where.needs_attention is not None:
         query = query.where(BorrowingRequest.needs_attention == where.needs_attention)
     if where.updated_since is not None:

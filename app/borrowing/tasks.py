@@ -57,6 +57,8 @@ class StaffTask(SQLModel, table=True):
     __tablename__ = "staff_task"
     __table_args__ = (
         Index("ix_staff_task_open", "institution_id", "closed_at", "opened_at"),
+        # The consortium-wide task list (an admin token): open tasks, oldest first.
+        Index("ix_staff_task_closed_at_opened_at", "closed_at", "opened_at"),
         Index("ix_staff_task_request_kind", "request_id", "kind"),
     )
 

@@ -21,10 +21,17 @@ class JobStatus(StrEnum):
 
 class Job(SQLModel, table=True):
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_status_run_at", "status", "run_at"),)
+    __table_args__ = (
+        Index("ix_job_status_run_at", "status", "run_at"),
+        # Operators' lists, newest first by status or kind (and per institution).
+        Index("ix_job_status_id", "status", "id"),
+        Index("ix_job_kind_id", "kind", "id"),
+        Index("ix_job_institution_id_id", "institution_id", "id"),
+        Index("ix_job_institution_id_status_id", "institution_id", "status", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(
         default=JobStatus.QUEUED.value, sa_column=Column(String(16), nullable=False)
@@ -35,7 +42,7 @@ class Job(SQLModel, table=True):
     )
     # Jobs with one serial key run one at a time, oldest first (one request's Alma notices).
     serial_key: str | None = Field(default=None, max_length=128, index=True)
-    institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
+    institution_id: int | None = Field(default=None, foreign_key="institution.id")
     request_id: int | None = Field(default=None, foreign_key="borrowing_request.id", index=True)
     attempts: int = Field(default=0)
     # The kind's limit, written when a worker claims the job.

@@ -37,3 +37,12 @@ class Stats(BaseModel):
         description="How long the oldest due job has waited; null when none waits"
     )
     dead_jobs: int
+    worldshare_calls_last_24h: dict[str, int] = Field(
+        default_factory=dict,
+        description="WorldShare calls in the last 24 hours per WSKey, named by the first 12 "
+        "characters of the key's SHA-256 (never the key); for an admin token only",
+    )
+    counted_at: datetime = Field(
+        description="When these figures were read: they are reused for up to"
+        " ILLBRIDGE_STATS_CACHE_SECONDS (5 s by default) rather than counted on every call"
+    )

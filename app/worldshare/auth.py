@@ -96,12 +96,22 @@ class _Rotation:
     kept: bool = False
 
 
+# (grant type, outcome): outcome is "ok", "refused" (credentials or refresh token turned down)
+# or "failed" (the endpoint could not be reached or answered badly).
+OnFetched = Callable[[str, str], None]
+
+
 class TokenCache:
     def __init__(
-        self, *, safety_margin: float = 60.0, clock: Callable[[], float] = time.time
+        self,
+        *,
+        safety_margin: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        on_fetched: OnFetched | None = None,
     ) -> None:
         self._safety_margin = safety_margin
         self._clock = clock
+        self._on_fetched = on_fetched
         self._tokens: dict[TokenKey, _CachedToken] = {}
         self._locks: dict[TokenKey, asyncio.Lock] = {}
         self._rotations: dict[TokenKey, _Rotation] = {}
@@ -132,7 +142,7 @@ class TokenCache:
                     sent = self._refresh_token_to_send(credentials)
                     if on_call is not None:
                         await on_call("token")
-                    token = await self._fetch(http, credentials, sent)
+                    token = await self._fetch_counted(http, credentials, sent)
                     self._tokens[key] = token
                     self._remember_rotation(key, credentials, sent, token)
                     cached = token.value
@@ -182,6 +192,23 @@ class TokenCache:
         if cached is None or self._clock() >= cached.refresh_at:
             return None
         return cached.value
+
+    async def _fetch_counted(
+        self, http: httpx.AsyncClient, credentials: ClientCredentials, refresh_token: str | None
+    ) -> _CachedToken:
+        grant = "refresh_token" if refresh_token else "client_credentials"
+        outcome = "failed"
+        try:
+            token = await self._fetch(http, credentials, refresh_token)
+            outcome = "ok"
+            return token
+        except PermanentUpstreamError as exc:
+            if exc.status_code in (400, 401):
+                outcome = "refused"
+            raise
+        finally:
+            if self._on_fetched is not None:
+                self._on_fetched(grant, outcome)
 
     async def _fetch(
         self, http: httpx.AsyncClient, credentials: ClientCredentials, refresh_token: str | None

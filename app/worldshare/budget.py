@@ -79,6 +79,21 @@ def calls_spent(session: Session, key: str, now: datetime) -> tuple[int, int]:
     return in_hour, sum(calls for _, calls in rows)
 
 
+def calls_by_key(session: Session, now: datetime) -> dict[str, int]:
+    """Calls in the 24 hours ending with this hour, per key, named by `key_label`."""
+    rows = session.execute(
+        select(COUNTS.c.key_id, func.sum(COUNTS.c.calls))
+        .where(COUNTS.c.hour > hour_of(now) - WINDOW)
+        .group_by(COUNTS.c.key_id)
+    ).all()
+    return {key_label(key): int(calls) for key, calls in rows}
+
+
+def key_label(key: str) -> str:
+    """A stored key id short enough for a page or a metric label (a hash prefix, not the key)."""
+    return key[:12]
+
+
 def paused_until(session: Session, key: str, now: datetime) -> datetime | None:
     pause = session.get(WorldShareKeyPause, key)
     if pause is None or pause.paused_until <= now:

@@ -161,6 +161,8 @@ def test_the_patrons_loan_leaves_their_id_in_no_log_event_task_error_or_metric(
             wait_for(lambda: system.alma_loan(loan["loan_id"])["puts"] == 1 or None)
             system.loan_event(loan["loan_id"], "LOAN_LOST")
             system.loan_event(loan["loan_id"], "LOAN_RETURNED")
+            reached("returned")
+            system.lender(exported["worldshare_request_id"], "close")
             closed = reached("closed")
             # An unmatched loan in the resource-sharing library: kept for staff.
             system.loan("PqUNMATCHED1", "2027-03-01", user_id=patron_id, library="ILL")

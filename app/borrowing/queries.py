@@ -24,6 +24,7 @@ class RequestFilter:
     state: str | None = None
     alma_request_id: str | None = None
     worldshare_request_id: str | None = None
+    item_barcode: str | None = None
     needs_attention: bool | None = None
     updated_since: datetime | None = None
 
@@ -40,6 +41,8 @@ def list_requests(
         query = query.where(BorrowingRequest.alma_request_id == where.alma_request_id)
     if where.worldshare_request_id is not None:
         query = query.where(BorrowingRequest.worldshare_request_id == where.worldshare_request_id)
+    if where.item_barcode is not None:
+        query = query.where(BorrowingRequest.item_barcode == where.item_barcode)
     if where.needs_attention is not None:
         query = query.where(BorrowingRequest.needs_attention == where.needs_attention)
     if where.updated_since is not None:

@@ -1,0 +1,225 @@
+"""What the operators' pages read: counts for the overview, the task list, per-institution news.
+
+Every function takes the operator's `institution_id` (None: every institution) and never
+returns a patron identifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from app.borrowing import queries
+from app.borrowing.models import BorrowingRequest, InboundMessage
+from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
+from app.institutions.models import Institution
+from app.institutions.service import list_institutions
+from app.jobs import queue
+from app.jobs.models import Job, JobStatus
+from app.timeutil import utcnow
+
+POLL_JOB_KIND = "worldshare.poll"
+TASK_LIST_LIMIT = 200
+
+
+@dataclass
+class InstitutionNews:
+    code: str
+    name: str
+    requests: int = 0
+    last_poll: datetime | None = None
+    # Last message received per inbox source (ISO 18626, REST, webhook …).
+    last_inbound: dict[str, datetime] = field(default_factory=dict)
+
+
+@dataclass
+class Overview:
+    by_state: list[tuple[str, int]]
+    institutions: list[InstitutionNews]
+    flagged: int
+    open_tasks: int
+    queue_depth: int
+    oldest_job_age_seconds: float | None
+    jobs_by_status: dict[str, int]
+
+    @property
+    def dead_jobs(self) -> int:
+        return self.jobs_by_status.get(JobStatus.DEAD.value, 0)
+
+
+def _where_institution(query: Any, column: Any, institution_id: int | None) -> Any:
+    return query if institution_id is None else query.where(column == institution_id)
+
+
+def overview(session: Session, institution_id: int | None) -> Overview:
+    by_state = sorted(queries.counts_by_state(session, institution_id).items())
+    depth, oldest = queue.queue_depth(session, institution_id)
+    age = (utcnow() - oldest).total_seconds() if oldest is not None else None
+    return Overview(
+        by_state=by_state,
+        institutions=institution_news(session, institution_id),
+        flagged=queries.count_needing_attention(session, institution_id),
+        open_tasks=count_open_tasks(session, institution_id),
+        queue_depth=depth,
+        oldest_job_age_seconds=age,
+        jobs_by_status=queue.counts_by_status(session, institution_id),
+    )
+
+
+def count_open_tasks(session: Session, institution_id: int | None) -> int:
+    query = select(func.count()).select_from(StaffTask).where(col(StaffTask.closed_at).is_(None))
+    query = _where_institution(query, StaffTask.institution_id, institution_id)
+    return int(session.exec(query).one())
+
+
+def institution_news(session: Session, institution_id: int | None) -> list[InstitutionNews]:
+    """Per institution: its request count, last successful poll, last message per source."""
+    news = {
+        i.id: InstitutionNews(code=i.code, name=i.name)
+        for i in list_institutions(session, only_id=institution_id)
+    }
+    counts = select(BorrowingRequest.institution_id, func.count()).group_by(
+        col(BorrowingRequest.institution_id)
+    )
+    for inst_id, count in session.exec(
+        _where_institution(counts, BorrowingRequest.institution_id, institution_id)
+    ):
+        if inst_id in news:
+            news[inst_id].requests = int(count)
+    polls = (
+        select(Job.institution_id, func.max(Job.finished_at))
+        .where(Job.kind == POLL_JOB_KIND, Job.status == JobStatus.SUCCEEDED.value)
+        .group_by(col(Job.institution_id))
+    )
+    for inst_id, at in session.exec(_where_institution(polls, Job.institution_id, institution_id)):
+        if inst_id in news:
+            news[inst_id].last_poll = at
+    inbound = select(
+        InboundMessage.institution_id, InboundMessage.source, func.max(InboundMessage.received_at)
+    ).group_by(col(InboundMessage.institution_id), col(InboundMessage.source))
+    for inst_id, source, at in session.exec(
+        _where_institution(inbound, InboundMessage.institution_id, institution_id)
+    ):
+        if inst_id in news and at is not None:
+            news[inst_id].last_inbound[str(source)] = at
+    return sorted(news.values(), key=lambda n: n.code)
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One line of the task list: a staff task, a flagged request, or a dead job."""
+
+    what: str  # "task", "flag", "dead job"
+    kind: str
+    reason: str
+    how_to_resolve: str
+    since: datetime
+    institution: str
+    request_id: int | None = None
+    alma_request_id: str | None = None
+    worldshare_request_id: str | None = None
+    job_id: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def task_list(session: Session, institution_id: int | None) -> list[TaskRow]:
+    """Open staff tasks, flagged requests without one, and dead jobs; oldest first."""
+    codes = {i.id: i.code for i in list_institutions(session, only_id=institution_id)}
+    rows: list[TaskRow] = []
+    open_query = (
+        select(StaffTask, BorrowingRequest)
+        .join(
+            BorrowingRequest,
+            col(StaffTask.request_id) == col(BorrowingRequest.id),
+            isouter=True,
+        )
+        .where(col(StaffTask.closed_at).is_(None))
+        .order_by(col(StaffTask.opened_at))
+        .limit(TASK_LIST_LIMIT)
+    )
+    with_task: set[int] = set()
+    for task, request in session.exec(
+        _where_institution(open_query, StaffTask.institution_id, institution_id)
+    ):
+        if request is not None and request.id is not None:
+            with_task.add(request.id)
+        rows.append(
+            TaskRow(
+                what="task",
+                kind=task.kind.value,
+                reason=task.reason,
+                how_to_resolve=HOW_TO_RESOLVE[task.kind],
+                since=task.opened_at,
+                institution=codes.get(task.institution_id, "?"),
+                request_id=request.id if request else None,
+                alma_request_id=request.alma_request_id if request else None,
+                worldshare_request_id=request.worldshare_request_id if request else None,
+                detail=dict(task.detail),
+            )
+        )
+    flagged = queries.list_requests(
+        session,
+        queries.RequestFilter(institution_id=institution_id, needs_attention=True),
+        before_id=None,
+        limit=TASK_LIST_LIMIT,
+    )
+    for request in flagged:
+        if request.id in with_task:
+            continue
+        rows.append(
+            TaskRow(
+                what="flag",
+                kind="flagged",
+                reason=request.attention_reason or "flagged",
+                how_to_resolve="Do what the reason asks, then resolve the flag.",
+                since=request.updated_at,
+                institution=codes.get(request.institution_id, "?"),
+                request_id=request.id,
+                alma_request_id=request.alma_request_id,
+                worldshare_request_id=request.worldshare_request_id,
+            )
+        )
+    dead = queue.list_jobs(
+        session,
+        status=JobStatus.DEAD.value,
+        kind=None,
+        request_id=None,
+        institution_id=institution_id,
+        before_id=None,
+        limit=TASK_LIST_LIMIT,
+    )
+    requests = _requests_by_id(session, {job.request_id for job in dead if job.request_id})
+    for job in dead:
+        request = requests.get(job.request_id) if job.request_id else None
+        rows.append(
+            TaskRow(
+                what="dead job",
+                kind=job.kind,
+                reason=job.last_error or "failed every attempt",
+                how_to_resolve="Fix the cause (see the error), then retry the job.",
+                since=job.finished_at or job.updated_at,
+                institution=codes.get(job.institution_id, "—") if job.institution_id else "—",
+                request_id=job.request_id,
+                alma_request_id=request.alma_request_id if request else None,
+                worldshare_request_id=request.worldshare_request_id if request else None,
+                job_id=job.id,
+            )
+        )
+    rows.sort(key=lambda row: row.since)
+    return rows
+
+
+def _requests_by_id(session: Session, ids: set[int | None]) -> dict[int, BorrowingRequest]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    found = session.exec(select(BorrowingRequest).where(col(BorrowingRequest.id).in_(wanted)))
+    return {r.id: r for r in found if r.id is not None}
+
+
+def institutions_for(session: Session, institution_id: int | None) -> list[Institution]:
+    return list_institutions(session, only_id=institution_id)

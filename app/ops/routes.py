@@ -77,6 +77,7 @@ def _templates() -> Environment:
     )
     env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
     env.filters["age"] = _age
+    env.filters["v"] = lambda value: getattr(value, "value", value)
     env.filters["as_json"] = lambda value: json.dumps(value, sort_keys=True, ensure_ascii=False)
     return env
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +31,7 @@ from app.borrowing.states import RequestState
 from app.db import write_session
 from app.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
 from app.institutions.models import Institution
-from app.institutions.service import authenticate, codes_by_id, get_by_code
+from app.institutions.service import authenticate, codes_by_id, get_by_code, record_token_use
 from app.jobs import queue
 from app.jobs.models import Job, JobStatus
 from app.ops import read
@@ -52,6 +53,7 @@ from app.timeutil import utcnow
 from app.workflows import resolution
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("illbridge.ops")
 PAGE_SIZE = 50
 FORM_MAX_BYTES = 4096
 
@@ -273,6 +275,11 @@ def sign_in(
         return _sign_in_form(
             request, error=f"this token lacks the {READ_SCOPE!r} scope", status_code=403
         )
+    assert token.id is not None
+    with write_session(runtime.engine) as writer:
+        record_token_use(writer, token.id, now)
+        writer.commit()
+    log.info("ops_signed_in", extra={"token_id": token.id, "by": token.name})
     cookie, expires = signer.session_cookie(token, now)
     target = _local_path(form.get("next"), "/ops")
     response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
@@ -292,6 +299,7 @@ def sign_in(
 @router.post("/ops/sign-out")
 def sign_out(operator: SignedIn, signer: Signing, form: Form) -> Response:
     _checked(operator, signer, form)
+    log.info("ops_signed_out", extra={"token_id": operator.token_id, "by": operator.name})
     response = RedirectResponse(
         "/ops/sign-in?notice=signed+out", status_code=303, headers=SECURITY_HEADERS
     )
@@ -492,6 +500,7 @@ def resolve(
         assert institution is not None
         resolution.resolve(session, found, institution, answer, staff=operator.name)
         session.commit()
+    log.info("ops_resolved", extra={"request_id": request_id, "by": operator.name})
     if answer.export_again:
         wake()
     back = _local_path(form.get("next"), f"/ops/requests/{request_id}")
@@ -560,6 +569,7 @@ def retry(
         if not queue.requeue_dead(session, job_id):
             raise Conflict(f"job {job_id} is {job.status}; only dead jobs can be retried")
         session.commit()
+    log.info("ops_job_retried", extra={"job_id": job_id, "by": operator.name})
     wake()
     back = _local_path(form.get("next"), "/ops/jobs")
     separator = "&" if "?" in back else "?"

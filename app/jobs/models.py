@@ -21,7 +21,11 @@ class JobStatus(StrEnum):
 
 class Job(SQLModel, table=True):
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_status_run_at", "status", "run_at"),)
+    __table_args__ = (
+        Index("ix_job_status_run_at", "status", "run_at"),
+        # The newest job of a kind per institution (e.g. the last poll, on the overview).
+        Index("ix_job_institution_id_kind_status_id", "institution_id", "kind", "status", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=64, index=True)

@@ -9,8 +9,10 @@ from fastapi.staticfiles import StaticFiles
 
 
 def mount_ops(app: FastAPI) -> None:
+    from app.ops.read import OverviewCache
     from app.ops.routes import router
 
+    app.state.ops_overview = OverviewCache(app.state.settings.metrics_cache_seconds)
     app.include_router(router)
     static = Path(__file__).resolve().parent / "static"
     app.mount("/ops/static", StaticFiles(directory=static), name="ops-static")

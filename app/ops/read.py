@@ -6,21 +6,26 @@ returns a patron identifier.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, tuple_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from app.borrowing import queries
-from app.borrowing.models import BorrowingRequest, InboundMessage
+from app.borrowing.models import BorrowingRequest, InboundMessage, InboxSource
 from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
 from app.institutions.models import Institution
 from app.institutions.service import list_institutions
 from app.jobs import queue
 from app.jobs.models import Job, JobStatus
 from app.timeutil import utcnow
+
+MAX_ID = 2**31 - 1
 
 POLL_JOB_KIND = "worldshare.poll"
 TASK_LIST_LIMIT = 200
@@ -45,10 +50,32 @@ class Overview:
     queue_depth: int
     oldest_job_age_seconds: float | None
     jobs_by_status: dict[str, int]
+    read_at: datetime = field(default_factory=utcnow)
 
     @property
     def dead_jobs(self) -> int:
         return self.jobs_by_status.get(JobStatus.DEAD.value, 0)
+
+
+class OverviewCache:
+    """The overview's counts, per institution scope, reused for `max_age_seconds` (the page says
+    how old they are), so a dashboard left open or many operators do not count every load."""
+
+    def __init__(self, max_age_seconds: float) -> None:
+        self.max_age_seconds = max_age_seconds
+        self._kept: dict[int | None, tuple[float, Overview]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, institution_id: int | None) -> Overview:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(institution_id)
+        if kept is not None and now - kept[0] < self.max_age_seconds:
+            return kept[1]
+        fresh = overview(session, institution_id)
+        with self._lock:
+            self._kept[institution_id] = (now, fresh)
+        return fresh
 
 
 def _where_institution(query: Any, column: Any, institution_id: int | None) -> Any:
@@ -77,36 +104,69 @@ def count_open_tasks(session: Session, institution_id: int | None) -> int:
 
 
 def institution_news(session: Session, institution_id: int | None) -> list[InstitutionNews]:
-    """Per institution: its request count, last successful poll, last message per source."""
-    news = {
-        i.id: InstitutionNews(code=i.code, name=i.name)
-        for i in list_institutions(session, only_id=institution_id)
-    }
-    counts = select(BorrowingRequest.institution_id, func.count()).group_by(
+    """Per institution: its request count, last successful poll, last message per source.
+
+    The "last" ones are newest-first lookups of one row each, not aggregates over the tables.
+    """
+    news = []
+    totals = _requests_per_institution(session, institution_id)
+    for institution in list_institutions(session, only_id=institution_id):
+        assert institution.id is not None
+        item = InstitutionNews(code=institution.code, name=institution.name)
+        item.requests = totals.get(institution.id, 0)
+        item.last_poll = _newest(
+            session,
+            Job.finished_at,
+            (Job.institution_id, Job.kind, Job.status),
+            (institution.id, POLL_JOB_KIND, JobStatus.SUCCEEDED.value),
+            Job.id,
+        )
+        for source in InboxSource:
+            at = _newest(
+                session,
+                InboundMessage.received_at,
+                (InboundMessage.institution_id, InboundMessage.source),
+                (institution.id, source.value),
+                InboundMessage.id,
+            )
+            if at is not None:
+                item.last_inbound[source.value] = at
+        news.append(item)
+    return sorted(news, key=lambda n: n.code)
+
+
+def _requests_per_institution(session: Session, institution_id: int | None) -> dict[int, int]:
+    if institution_id is not None:  # one institution: its state counts, shared with the chart
+        return {institution_id: sum(queries.counts_by_state(session, institution_id).values())}
+    query = select(BorrowingRequest.institution_id, func.count()).group_by(
         col(BorrowingRequest.institution_id)
     )
-    for inst_id, count in session.exec(
-        _where_institution(counts, BorrowingRequest.institution_id, institution_id)
-    ):
-        if inst_id in news:
-            news[inst_id].requests = int(count)
-    polls = (
-        select(Job.institution_id, func.max(Job.finished_at))
-        .where(Job.kind == POLL_JOB_KIND, Job.status == JobStatus.SUCCEEDED.value)
-        .group_by(col(Job.institution_id))
+    return {inst_id: int(count) for inst_id, count in session.exec(query)}
+
+
+def _newest(
+    session: Session, wanted: Any, keys: tuple[Any, ...], values: tuple[Any, ...], id_column: Any
+) -> Any:
+    """`wanted` of the newest row (by id) whose `keys` equal `values`, or None.
+
+    Asked as "the last row at or below (values…, MAX_ID) in the order of the index on (keys…,
+    id)" — a row-value range only that index can answer, read backwards for one row — rather
+    than `WHERE keys = values ORDER BY id DESC LIMIT 1`, which PostgreSQL may answer by walking
+    the primary key through every row when no row matches (an institution that never sent a
+    REST request). The keys' leading columns must have that index; the first is checked here.
+    """
+    key_columns = [col(k) for k in keys]
+    bound = (*values[: len(keys) - 1], values[len(keys) - 1], MAX_ID)
+    query = (
+        sa_select(*key_columns, wanted)
+        .where(tuple_(*key_columns, col(id_column)) <= tuple_(*bound))
+        .order_by(*[c.desc() for c in key_columns], col(id_column).desc())
+        .limit(1)
     )
-    for inst_id, at in session.exec(_where_institution(polls, Job.institution_id, institution_id)):
-        if inst_id in news:
-            news[inst_id].last_poll = at
-    inbound = select(
-        InboundMessage.institution_id, InboundMessage.source, func.max(InboundMessage.received_at)
-    ).group_by(col(InboundMessage.institution_id), col(InboundMessage.source))
-    for inst_id, source, at in session.exec(
-        _where_institution(inbound, InboundMessage.institution_id, institution_id)
-    ):
-        if inst_id in news and at is not None:
-            news[inst_id].last_inbound[str(source)] = at
-    return sorted(news.values(), key=lambda n: n.code)
+    row = session.execute(query).first()
+    if row is None or tuple(row[: len(keys)]) != tuple(values):
+        return None
+    return row[len(keys)]
 
 
 @dataclass(frozen=True)

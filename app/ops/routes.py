@@ -323,7 +323,8 @@ def _bars(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
 def overview(
     request: Request, operator: SignedIn, signer: Signing, session: ReadSession
 ) -> Response:
-    data = read.overview(session, operator.institution_id)
+    cache: read.OverviewCache = request.app.state.ops_overview
+    data = cache.get(session, operator.institution_id)
     return render(
         request,
         "overview.html",
@@ -333,6 +334,7 @@ def overview(
         state_bars=_bars(data.by_state),
         institution_bars=_bars([(n.code, n.requests) for n in data.institutions]),
         scope_label=_scope_label(session, operator),
+        max_age=int(cache.max_age_seconds),
     )
 
 

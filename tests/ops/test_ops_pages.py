@@ -267,3 +267,42 @@ def test_no_page_shows_a_patron_id(client, world):
         assert PATRON_ID not in answer.text, link
         seen += 1
     assert seen > 15
+
+
+def test_the_overview_counts_what_is_there(settings, engine, world):
+    from datetime import UTC, datetime
+
+    from app.jobs.models import JobStatus
+
+    with write_session(engine) as session:
+        univ = service.get_by_code(session, "UNIV")
+        polled = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
+        session.add(
+            Job(
+                kind="worldshare.poll",
+                status=JobStatus.SUCCEEDED.value,
+                institution_id=univ.id,
+                finished_at=polled,
+            )
+        )
+        session.commit()
+    live = settings.model_copy(update={"metrics_cache_seconds": 0})
+    with TestClient(create_app(live), follow_redirects=False) as client:
+        sign_in(client, world.a_token)
+        page = client.get("/ops").text
+        assert re.search(r'id="dead-jobs">1<', page)
+        assert re.search(r'id="open-task-count">1<', page)
+        assert "<svg" in page and "received" in page
+        assert "2026-11-30 09:15 UTC" in page  # UNIV's last successful poll
+        assert "rest: " in page  # its last REST message
+        client.post(f"/ops/jobs/{world.dead_job_id}/retry", data={"csrf": csrf_of(page)})
+        assert re.search(r'id="dead-jobs">0<', client.get("/ops").text)
+
+
+def test_overview_counts_are_kept_for_the_configured_age(client, world):
+    sign_in(client, world.a_token)
+    page = client.get("/ops").text
+    assert "counts are kept 15 s" in page
+    client.post(f"/ops/jobs/{world.dead_job_id}/retry", data={"csrf": csrf_of(page)})
+    # Within the age the same count (and the same "Counted" time) is shown.
+    assert re.search(r'id="dead-jobs">1<', client.get("/ops").text)

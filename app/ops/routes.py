@@ -544,7 +544,8 @@ def job_list(
         older=older,
         query=dict(request.query_params),
         statuses=[s.value for s in JobStatus],
-        counts=queue.counts_by_status(session, operator.institution_id),
+        # The overview's kept counts: counting the job table on every page load is not needed.
+        counts=request.app.state.ops_overview.get(session, operator.institution_id).jobs_by_status,
         can_retry=operator.can(ADMIN_SCOPE),
     )
 

@@ -467,6 +467,9 @@ def request_page(
         ),
         can_write=operator.can(WRITE_SCOPE),
         can_retry=operator.can(ADMIN_SCOPE),
+        # An export whose answer was lost: staff say what they found in WorldShare.
+        unknown_export=found.export_attempted_at is not None
+        and found.worldshare_request_id is None,
     )
 
 

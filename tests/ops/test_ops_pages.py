@@ -306,3 +306,35 @@ def test_overview_counts_are_kept_for_the_configured_age(client, world):
     client.post(f"/ops/jobs/{world.dead_job_id}/retry", data={"csrf": csrf_of(page)})
     # Within the age the same count (and the same "Counted" time) is shown.
     assert re.search(r'id="dead-jobs">1<', client.get("/ops").text)
+
+
+def test_an_export_whose_answer_was_lost_is_settled_from_its_page(client, world, engine):
+    from app.borrowing.models import BorrowingRequest
+    from app.timeutil import utcnow
+
+    with write_session(engine) as session:
+        request = session.get(BorrowingRequest, world.a_request_id)
+        assert request is not None
+        request.worldshare_request_id = None
+        request.export_attempted_at = utcnow()
+        request.needs_attention = True
+        request.attention_reason = "the WorldShare create may have succeeded"
+        session.add(request)
+        session.commit()
+    sign_in(client, world.a_token)
+    page = client.get(f"/ops/requests/{world.a_request_id}").text
+    assert 'id="unknown-export"' in page
+    csrf = csrf_of(page)
+    bad = client.post(
+        f"/ops/requests/{world.a_request_id}/resolve",
+        data={"csrf": csrf, "worldshare_request_id": "not-a-number"},
+    )
+    assert bad.status_code == 422
+    linked = client.post(
+        f"/ops/requests/{world.a_request_id}/resolve",
+        data={"csrf": csrf, "worldshare_request_id": "55501"},
+    )
+    assert linked.status_code == 303
+    page = client.get(f"/ops/requests/{world.a_request_id}").text
+    assert re.search(r'id="worldshare-id">55501<', page)
+    assert 'id="unknown-export"' not in page and "worldshare_request_linked" in page

@@ -128,7 +128,7 @@ def main() -> None:
     started = time.monotonic()
     seed(engine, args.requests)
     if url.startswith("postgresql"):
-        with engine.connect() as connection:
+        with engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
     print(f"seeded {args.requests} requests in {time.monotonic() - started:.0f} s on {engine.name}")
     with write_session(engine) as session:

@@ -243,15 +243,7 @@ def task_list(session: Session, institution_id: int | None) -> list[TaskRow]:
                 worldshare_request_id=request.worldshare_request_id,
             )
         )
-    dead = queue.list_jobs(
-        session,
-        status=JobStatus.DEAD.value,
-        kind=None,
-        request_id=None,
-        institution_id=institution_id,
-        before_id=None,
-        limit=TASK_LIST_LIMIT,
-    )
+    dead = dead_jobs(session, institution_id)
     requests = _requests_by_id(session, {job.request_id for job in dead if job.request_id})
     for job in dead:
         request = requests.get(job.request_id) if job.request_id else None
@@ -271,6 +263,18 @@ def task_list(session: Session, institution_id: int | None) -> list[TaskRow]:
         )
     rows.sort(key=lambda row: row.since)
     return rows
+
+
+def dead_jobs(session: Session, institution_id: int | None) -> list[Job]:
+    """The newest dead jobs, through the queue's (status, run_at) index: they are few, and a
+    walk of the job table by id would pass every finished one to find them."""
+    query = (
+        select(Job)
+        .where(Job.status == JobStatus.DEAD.value)
+        .order_by(col(Job.status).desc(), col(Job.run_at).desc())
+        .limit(TASK_LIST_LIMIT)
+    )
+    return list(session.exec(_where_institution(query, Job.institution_id, institution_id)))
 
 
 def _requests_by_id(session: Session, ids: set[int | None]) -> dict[int, BorrowingRequest]:

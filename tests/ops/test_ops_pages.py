@@ -338,3 +338,26 @@ def test_an_export_whose_answer_was_lost_is_settled_from_its_page(client, world,
     page = client.get(f"/ops/requests/{world.a_request_id}").text
     assert re.search(r'id="worldshare-id">55501<', page)
     assert 'id="unknown-export"' not in page and "worldshare_request_linked" in page
+
+
+def test_an_expired_token_cannot_sign_in_and_its_session_ends(client, world, engine):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.institutions.models import ApiToken
+    from app.timeutil import utcnow
+    from tests.support.factories import make_token
+
+    old = make_token(engine, ["admin"], name="old", expires_at=utcnow() - timedelta(minutes=1))
+    assert sign_in(client, old).status_code == 401
+    sign_in(client, world.admin_token)
+    assert client.get("/ops").status_code == 200
+    with write_session(engine) as session:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.name == "consortium-admin")  # type: ignore[arg-type]
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        session.commit()
+    assert client.get("/ops").headers["location"].startswith("/ops/sign-in")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,7 +42,6 @@ from app.ops.session import (
     SESSION_COOKIE,
     SIGN_IN_CSRF_COOKIE,
     WRITE_SCOPE,
-    CsrfRefused,
     Operator,
     Signer,
     SignInRequired,
@@ -95,6 +95,16 @@ def _age(value: Any) -> str:
     return f"{seconds}s"
 
 
+# The only notices a redirect may ask a page to show: free text in a link would let anyone
+# put words on these pages.
+_NOTICE = re.compile(r"resolved|signed out|job [0-9]{1,10} queued")
+
+
+def _notice(request: Request) -> str | None:
+    notice = request.query_params.get("notice")
+    return notice if notice is not None and _NOTICE.fullmatch(notice) else None
+
+
 def render(
     request: Request,
     name: str,
@@ -112,7 +122,7 @@ def render(
             operator=operator,
             csrf=csrf,
             path=request.url.path,
-            notice=request.query_params.get("notice"),
+            notice=_notice(request),
             **context,
         )
     )
@@ -580,6 +590,3 @@ def retry(
     back = _local_path(form.get("next"), "/ops/jobs")
     separator = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{separator}notice=job+{job_id}+queued", status_code=303)
-
-
-__all__ = ["CsrfRefused", "router"]

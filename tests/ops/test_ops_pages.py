@@ -361,3 +361,9 @@ def test_an_expired_token_cannot_sign_in_and_its_session_ends(client, world, eng
         )
         session.commit()
     assert client.get("/ops").headers["location"].startswith("/ops/sign-in")
+
+
+def test_a_link_cannot_put_words_on_a_page(client, world):
+    sign_in(client, world.admin_token)
+    assert "call 555" not in client.get("/ops?notice=Session+expired,+call+555").text
+    assert "job 7 queued" in client.get("/ops/jobs?notice=job+7+queued").text

@@ -24,6 +24,7 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.jobs.worker import Worker
 from app.observability import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware
+from app.ops import mount_ops
 from app.runtime import Runtime, open_runtime
 from app.workflows.registry import new_worker
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(api_router)
     app.include_router(iso18626_router)
     app.include_router(webhooks_router)
+    mount_ops(app)
     if settings.sandbox:
         from app.sandbox.mount import mount_sandboxes
 

@@ -20,7 +20,7 @@ from app.api.deps import (
 )
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor, json_answer
 from app.api.routing import AuthFirstRoute
-from app.borrowing import queries, service, tasks
+from app.borrowing import queries, tasks
 from app.borrowing.models import BorrowingRequest, InboxSource, RequestOrigin
 from app.borrowing.schemas import (
     BorrowingRequestCreate,
@@ -35,7 +35,7 @@ from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
 from app.institutions.models import ApiToken, Institution
 from app.institutions.service import codes_by_id, get_by_code
-from app.workflows import export, intake, loans
+from app.workflows import intake, loans, resolution
 
 router = APIRouter(
     prefix="/api/v1/requests",
@@ -198,30 +198,7 @@ def resolve_attention(
         request = _visible_request(session, token, request_id)
         institution = session.get(Institution, request.institution_id)
         assert institution is not None
-        done = f"resolved by {token.name}"
-        if body.task is not None:
-            closed = tasks.close_task(
-                session, request, body.task, source="operator", resolution=done
-            )
-            if not closed:
-                raise Conflict(f"request {request_id} has no open {body.task.value} task")
-        elif body.worldshare_request_id is None and not body.export_again:
-            open_tasks = tasks.open_tasks(session, request)
-            if not request.needs_attention and not open_tasks:
-                raise Conflict(f"request {request_id} is not flagged and has no open task")
-            service.clear_flag(session, request, source="operator", why=done)
-            for task in open_tasks:
-                tasks.close_task(session, request, task.kind, source="operator", resolution=done)
-        elif request.export_attempted_at is None or request.worldshare_request_id is not None:
-            raise Conflict(f"request {request_id} has no export whose outcome is unknown")
-        else:
-            export.resolve_unknown_create(
-                session,
-                request,
-                institution,
-                worldshare_request_id=body.worldshare_request_id,
-                staff=token.name,
-            )
+        resolution.resolve(session, request, institution, body, staff=token.name)
         session.commit()
     if body.export_again:
         wake()

@@ -155,7 +155,11 @@ class InboundMessage(SQLModel, table=True):
     """
 
     __tablename__ = "inbound_message"
-    __table_args__ = (UniqueConstraint("source", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        # The last message per institution and source (the operators' overview).
+        Index("ix_inbound_message_institution_id_source_id", "institution_id", "source", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)

@@ -8,6 +8,7 @@ key can be rotated without downtime (`illbridge rotate-secrets` re-encrypts with
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -54,9 +55,16 @@ class SecretBox:
             ) from None
         self._newest = fernets[0]
         self._fernet = MultiFernet(fernets)
+        self._keys = list(keys)
 
     def __repr__(self) -> str:
         return "SecretBox(<keys hidden>)"
+
+    def derived_keys(self, purpose: str) -> list[bytes]:
+        """A key per configured key (newest first) for `purpose` alone, e.g. signing cookies;
+        one purpose's key tells nothing of the secrets' keys or of another purpose's."""
+        label = f"illbridge/{purpose}".encode()
+        return [hmac.new(key, label, hashlib.sha256).digest() for key in self._keys]
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

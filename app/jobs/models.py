@@ -28,6 +28,8 @@ class Job(SQLModel, table=True):
         Index("ix_job_kind_id", "kind", "id"),
         Index("ix_job_institution_id_id", "institution_id", "id"),
         Index("ix_job_institution_id_status_id", "institution_id", "status", "id"),
+        # The newest job of a kind per institution (e.g. the last poll, on the overview).
+        Index("ix_job_institution_id_kind_status_id", "institution_id", "kind", "status", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -93,7 +95,7 @@ def outward(system: System) -> tuple[int, int, int]:
 
 def age_everything(engine, days: int) -> None:
     """Move every timeline back `days`: as if the requests had waited that long."""
-    with Session(engine) as session:
+    with patient_session(engine) as session:
         for event in session.exec(select(RequestEvent)).all():
             event.at = event.at - timedelta(days=days)
             session.add(event)
@@ -103,9 +105,18 @@ def age_everything(engine, days: int) -> None:
         session.commit()
 
 
+@contextmanager
+def patient_session(engine) -> Iterator[Session]:
+    """A writing session of the test's own beside the running workers. On SQLite it takes the
+    write lock at its first statement, as the service's own writes do: a read that later writes
+    is refused at once ("database is locked") when a worker wrote in between."""
+    with Session(engine.execution_options(sqlite_begin="IMMEDIATE")) as session:
+        yield session
+
+
 def put_on_loan(engine, alma_id: str) -> None:
     """The patron's loan (a LOAN_CREATED webhook in production), applied as the service does."""
-    with Session(engine) as session:
+    with patient_session(engine) as session:
         request = session.exec(
             select(BorrowingRequest).where(BorrowingRequest.alma_request_id == alma_id)
         ).one()

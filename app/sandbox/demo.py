@@ -113,6 +113,12 @@ def run_demo(base_url: str, token: str, *, alma_request_id: str, step_seconds: f
             f"demo failed at step {failed.step!r}: {failed.why} "
             f"({len(progress.done)} steps done before it)"
         ) from None
+    except httpx.HTTPError as exc:
+        print(f"✗ {progress.current}: {exc!r}")
+        raise SystemExit(
+            f"demo failed at step {progress.current!r}: cannot reach {base_url} ({exc!r}); "
+            "is the service running in sandbox mode (make run)?"
+        ) from None
     print(f"demo: all {len(progress.done)} steps happened as expected")
 
 

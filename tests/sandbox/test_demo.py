@@ -3,6 +3,7 @@ ISO 18626 security code, and a demo the bridge refuses says why at once."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -194,3 +195,17 @@ def test_the_sandbox_clock_is_admin_only_and_absent_outside_sandbox_mode(
         missing = httpx.post(f"{url}{age}", headers=admin)
         assert missing.status_code == 404
         assert missing.json()["error"] == "not_found"
+
+
+def test_a_demo_without_a_service_says_so_and_exits_non_zero(unused_port_url, capsys):
+    with pytest.raises(SystemExit, match=r"cannot reach .*is the service running in sandbox mode"):
+        run_demo(unused_port_url, "no-token", alma_request_id="DEMO-T4", step_seconds=1)
+    assert "✗ DEMO-T4: a loan requested" in capsys.readouterr().out
+
+
+@pytest.fixture
+def unused_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

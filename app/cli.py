@@ -311,7 +311,12 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from app.sandbox.demo import read_demo_token, run_demo
 
-    run_demo(args.url, args.token or read_demo_token(), alma_request_id=args.request_id)
+    run_demo(
+        args.url,
+        args.token or read_demo_token(),
+        alma_request_id=args.request_id,
+        step_seconds=args.step_seconds,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default="http://127.0.0.1:8000")
     demo.add_argument("--token", help="defaults to the one sandbox-seed kept under var/")
     demo.add_argument("--request-id", default=f"DEMO-{int(time.time())}")
+    demo.add_argument(
+        "--step-seconds", type=float, default=120.0, help="how long each step may take (120)"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

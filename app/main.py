@@ -104,8 +104,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(webhooks_router)
     mount_ops(app)
     if settings.sandbox:
+        from app.sandbox.bridge_clock import router as bridge_clock_router
         from app.sandbox.mount import mount_sandboxes
 
+        app.include_router(bridge_clock_router)
         mount_sandboxes(app)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=_body_limit_for

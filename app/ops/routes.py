@@ -653,7 +653,8 @@ def _may_clean_up(operator: Operator) -> None:
 
 
 def _cleanup_order(session: Session, operator: Operator, form: dict[str, str]) -> CleanupOrder:
-    """The institution (a bound token: its own, whatever the form says) and the limit."""
+    """The institution and the limit; a bound token gets its own when the form names none, and
+    another institution is not found."""
     code = form.get("institution", "").strip()
     if operator.institution_id is not None and not code:
         code = codes_by_id(session, {operator.institution_id}).get(operator.institution_id, "")

@@ -1,4 +1,6 @@
-"""What the operators' pages read: counts for the overview, the task list, per-institution news.
+"""What the operators' pages read: counts for the overview and per-institution news.
+
+The task list is the REST API's own (`app.workflows.task_list.list_tasks`).
 
 Every function takes the operator's `institution_id` (None: every institution) and never
 returns a patron identifier.
@@ -18,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from app.borrowing import queries
 from app.borrowing.models import BorrowingRequest, InboundMessage, InboxSource
-from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
+from app.borrowing.tasks import StaffTask
 from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.institutions.service import list_institutions
@@ -30,7 +32,6 @@ from app.worldshare import budget
 MAX_ID = 2**31 - 1
 
 POLL_JOB_KIND = "worldshare.poll"
-TASK_LIST_LIMIT = 200
 
 
 @dataclass
@@ -211,122 +212,6 @@ def _newest(
     if row is None or tuple(row[: len(keys)]) != tuple(values):
         return None
     return row[len(keys)]
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    """One line of the task list: a staff task, a flagged request, or a dead job."""
-
-    what: str  # "task", "flag", "dead job"
-    kind: str
-    reason: str
-    how_to_resolve: str
-    since: datetime
-    institution: str
-    request_id: int | None = None
-    alma_request_id: str | None = None
-    worldshare_request_id: str | None = None
-    job_id: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-def task_list(session: Session, institution_id: int | None) -> list[TaskRow]:
-    """Open staff tasks, flagged requests without one, and dead jobs; oldest first."""
-    codes = {i.id: i.code for i in list_institutions(session, only_id=institution_id)}
-    rows: list[TaskRow] = []
-    open_query = (
-        select(StaffTask, BorrowingRequest)
-        .join(
-            BorrowingRequest,
-            col(StaffTask.request_id) == col(BorrowingRequest.id),
-            isouter=True,
-        )
-        .where(col(StaffTask.closed_at).is_(None))
-        .order_by(col(StaffTask.opened_at))
-        .limit(TASK_LIST_LIMIT)
-    )
-    with_task: set[int] = set()
-    for task, request in session.exec(
-        _where_institution(open_query, StaffTask.institution_id, institution_id)
-    ):
-        if request is not None and request.id is not None:
-            with_task.add(request.id)
-        rows.append(
-            TaskRow(
-                what="task",
-                kind=task.kind.value,
-                reason=task.reason,
-                how_to_resolve=HOW_TO_RESOLVE[task.kind],
-                since=task.opened_at,
-                institution=codes.get(task.institution_id, "?"),
-                request_id=request.id if request else None,
-                alma_request_id=request.alma_request_id if request else None,
-                worldshare_request_id=request.worldshare_request_id if request else None,
-                detail=dict(task.detail),
-            )
-        )
-    flagged = queries.list_requests(
-        session,
-        queries.RequestFilter(institution_id=institution_id, needs_attention=True),
-        before_id=None,
-        limit=TASK_LIST_LIMIT,
-    )
-    for request in flagged:
-        if request.id in with_task:
-            continue
-        rows.append(
-            TaskRow(
-                what="flag",
-                kind="flagged",
-                reason=request.attention_reason or "flagged",
-                how_to_resolve="Do what the reason asks, then resolve the flag.",
-                since=request.updated_at,
-                institution=codes.get(request.institution_id, "?"),
-                request_id=request.id,
-                alma_request_id=request.alma_request_id,
-                worldshare_request_id=request.worldshare_request_id,
-            )
-        )
-    dead = dead_jobs(session, institution_id)
-    requests = _requests_by_id(session, {job.request_id for job in dead if job.request_id})
-    for job in dead:
-        request = requests.get(job.request_id) if job.request_id else None
-        rows.append(
-            TaskRow(
-                what="dead job",
-                kind=job.kind,
-                reason=job.last_error or "failed every attempt",
-                how_to_resolve="Fix the cause (see the error), then retry the job.",
-                since=job.finished_at or job.updated_at,
-                institution=codes.get(job.institution_id, "—") if job.institution_id else "—",
-                request_id=job.request_id,
-                alma_request_id=request.alma_request_id if request else None,
-                worldshare_request_id=request.worldshare_request_id if request else None,
-                job_id=job.id,
-            )
-        )
-    rows.sort(key=lambda row: row.since)
-    return rows
-
-
-def dead_jobs(session: Session, institution_id: int | None) -> list[Job]:
-    """The newest dead jobs, through the queue's (status, run_at) index: they are few, and a
-    walk of the job table by id would pass every finished one to find them."""
-    query = (
-        select(Job)
-        .where(Job.status == JobStatus.DEAD.value)
-        .order_by(col(Job.status).desc(), col(Job.run_at).desc())
-        .limit(TASK_LIST_LIMIT)
-    )
-    return list(session.exec(_where_institution(query, Job.institution_id, institution_id)))
-
-
-def _requests_by_id(session: Session, ids: set[int | None]) -> dict[int, BorrowingRequest]:
-    wanted = {i for i in ids if i is not None}
-    if not wanted:
-        return {}
-    found = session.exec(select(BorrowingRequest).where(col(BorrowingRequest.id).in_(wanted)))
-    return {r.id: r for r in found if r.id is not None}
 
 
 def institutions_for(session: Session, institution_id: int | None) -> list[Institution]:

@@ -21,13 +21,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.api.deps import AppRuntime, ReadSession, WakeWorker
 from app.api.pagination import MAX_ID
+from app.api.tasks import decode_position, encode_position
 from app.borrowing import queries, tasks
+from app.borrowing.cleanup import CleanupBatch
 from app.borrowing.models import BorrowingRequest
-from app.borrowing.schemas import ResolveAttention
+from app.borrowing.schemas import CleanupOrder, ResolveAttention
 from app.borrowing.states import RequestState
 from app.db import write_session
 from app.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
@@ -50,7 +52,8 @@ from app.ops.session import (
     operator_of,
 )
 from app.timeutil import utcnow
-from app.workflows import resolution
+from app.workflows import cleanup, resolution
+from app.workflows.task_list import LIST_KINDS, TaskFilter, list_tasks
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("illbridge.ops")
@@ -361,16 +364,60 @@ def _scope_label(session: Session, operator: Operator) -> str:
 # --- tasks -------------------------------------------------------------------------------------
 
 
+def _institution_in_scope(session: Session, operator: Operator, code: str | None) -> int | None:
+    """The institution a page asks for (by code), or the operator's own; a bound token may not
+    name another one — to it, other institutions do not exist."""
+    if code is None:
+        return operator.institution_id
+    found = get_by_code(session, code)
+    if operator.institution_id not in (None, found.id):
+        raise NotFound(f"no institution {code}")
+    return found.id
+
+
+def _older_than_days(request: Request) -> int | None:
+    value = request.query_params.get("older_than_days")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 36500:
+        raise AppError("older_than_days is not a number of days")
+    return int(value)
+
+
 @router.get("/ops/tasks")
 def task_list(
     request: Request, operator: SignedIn, signer: Signing, session: ReadSession
 ) -> Response:
+    """The REST task list's own query (`GET /api/v1/tasks`), filters and keyset pages."""
+    kind = _text(request, "kind", 64)
+    if kind is not None and kind not in LIST_KINDS:
+        raise AppError(f"no task kind {kind!r}")
+    where = TaskFilter(
+        institution_id=_institution_in_scope(session, operator, _text(request, "institution", 64)),
+        kind=kind,
+        older_than_days=_older_than_days(request),
+    )
+    now = utcnow()
+    after = decode_position(_text(request, "cursor", 300))
+    entries = list_tasks(session, where, after=after, limit=PAGE_SIZE + 1, now=now)
+    page = entries[:PAGE_SIZE]
+    codes = codes_by_id(session, {e.institution_id for e in page if e.institution_id})
+    next_page = None
+    if len(entries) > PAGE_SIZE and page:
+        query = {k: v for k, v in request.query_params.items() if k not in ("cursor", "notice")}
+        next_page = "/ops/tasks?" + urlencode(
+            {**query, "cursor": encode_position(page[-1].position)}
+        )
     return render(
         request,
         "tasks.html",
         operator=operator,
         signer=signer,
-        rows=read.task_list(session, operator.institution_id),
+        rows=[(entry, codes.get(entry.institution_id or 0, "—")) for entry in page],
+        next_page=next_page,
+        query=dict(request.query_params),
+        kinds=LIST_KINDS,
+        institutions=read.institutions_for(session, operator.institution_id),
         can_write=operator.can(WRITE_SCOPE),
         can_retry=operator.can(ADMIN_SCOPE),
     )
@@ -401,13 +448,7 @@ def _before(request: Request) -> int | None:
 def request_search(
     request: Request, operator: SignedIn, signer: Signing, session: ReadSession
 ) -> Response:
-    institution_id = operator.institution_id
-    code = _text(request, "institution", 64)
-    if code is not None:
-        found = get_by_code(session, code)
-        if operator.institution_id not in (None, found.id):
-            raise NotFound(f"no institution {code}")
-        institution_id = found.id
+    institution_id = _institution_in_scope(session, operator, _text(request, "institution", 64))
     state = _text(request, "state", 32)
     if state is not None and state not in {s.value for s in RequestState}:
         raise AppError(f"no state {state!r}")
@@ -600,3 +641,136 @@ def retry(
     back = _local_path(form.get("next"), "/ops/jobs")
     separator = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{separator}notice=job+{job_id}+queued", status_code=303)
+
+
+# --- clean-up ----------------------------------------------------------------------------------
+
+
+def _may_clean_up(operator: Operator) -> None:
+    # The REST twin (`POST /api/v1/cleanup`) asks for the same scope; `can` lets admin through.
+    if not operator.can(WRITE_SCOPE):
+        raise Forbidden(f"this token lacks the {WRITE_SCOPE!r} scope")
+
+
+def _cleanup_order(session: Session, operator: Operator, form: dict[str, str]) -> CleanupOrder:
+    """The institution and the limit; a bound token gets its own when the form names none, and
+    another institution is not found."""
+    code = form.get("institution", "").strip()
+    if operator.institution_id is not None and not code:
+        code = codes_by_id(session, {operator.institution_id}).get(operator.institution_id, "")
+    try:
+        order = CleanupOrder.model_validate(
+            {"institution": code, "limit": form.get("limit", "").strip() or 100}
+        )
+    except ValidationError:
+        raise AppError(
+            "choose an institution and a limit from 1 to 1000", status_code=422
+        ) from None
+    _institution_in_scope(session, operator, order.institution)
+    return order
+
+
+def _recent_batches(session: Session, operator: Operator) -> list[tuple[CleanupBatch, str]]:
+    query = select(CleanupBatch).order_by(col(CleanupBatch.id).desc()).limit(20)
+    if operator.institution_id is not None:
+        query = query.where(CleanupBatch.institution_id == operator.institution_id)
+    batches = list(session.exec(query))
+    codes = codes_by_id(session, {b.institution_id for b in batches})
+    return [(b, codes.get(b.institution_id, "?")) for b in batches]
+
+
+@router.get("/ops/cleanup")
+def cleanup_page(
+    request: Request, operator: SignedIn, signer: Signing, session: ReadSession
+) -> Response:
+    return render(
+        request,
+        "cleanup.html",
+        operator=operator,
+        signer=signer,
+        institutions=read.institutions_for(session, operator.institution_id),
+        batches=_recent_batches(session, operator),
+        can_write=operator.can(WRITE_SCOPE),
+        preview=None,
+        order=None,
+    )
+
+
+@router.post("/ops/cleanup/preview")
+def cleanup_preview(
+    request: Request, operator: SignedIn, signer: Signing, form: Form, runtime: AppRuntime
+) -> Response:
+    """A dry run (stored, as `POST /api/v1/cleanup` stores one): the plan from the WorldShare
+    statuses last polled; nothing is sent anywhere."""
+    _checked(operator, signer, form)
+    _may_clean_up(operator)
+    with write_session(runtime.engine) as session:
+        order = _cleanup_order(session, operator, form)
+        institution = get_by_code(session, order.institution)
+        batch = cleanup.dry_run(
+            session, institution, limit=order.limit, requested_by=f"ops:{operator.name}"
+        )
+        session.commit()
+        assert batch.id is not None
+        lines = cleanup.batch_lines(session, batch.id)
+        page = render(
+            request,
+            "cleanup.html",
+            operator=operator,
+            signer=signer,
+            institutions=read.institutions_for(session, operator.institution_id),
+            batches=[],
+            can_write=True,
+            preview={"batch": batch, "lines": lines},
+            order=order,
+        )
+    log.info("ops_cleanup_previewed", extra={"batch_id": batch.id, "by": operator.name})
+    return page
+
+
+@router.post("/ops/cleanup/run")
+def cleanup_run(
+    operator: SignedIn, signer: Signing, form: Form, runtime: AppRuntime, wake: WakeWorker
+) -> Response:
+    """The real run, queued for the workers exactly as `POST /api/v1/cleanup` queues it; only
+    with the confirmation box ticked."""
+    _checked(operator, signer, form)
+    _may_clean_up(operator)
+    with write_session(runtime.engine) as session:
+        order = _cleanup_order(session, operator, form)
+        if form.get("confirm") != "yes":
+            raise AppError(
+                "tick the box to confirm: a run cancels requests in Alma", status_code=422
+            )
+        institution = get_by_code(session, order.institution)
+        batch = cleanup.start_run(
+            session, institution, limit=order.limit, requested_by=f"ops:{operator.name}"
+        )
+        session.commit()
+        batch_id = batch.id
+    log.info("ops_cleanup_started", extra={"batch_id": batch_id, "by": operator.name})
+    wake()
+    return RedirectResponse(f"/ops/cleanup/{batch_id}", status_code=303)
+
+
+@router.get("/ops/cleanup/{batch_id}")
+def cleanup_batch(
+    request: Request,
+    batch_id: int,
+    operator: SignedIn,
+    signer: Signing,
+    session: ReadSession,
+) -> Response:
+    batch = session.get(CleanupBatch, batch_id) if 1 <= batch_id <= MAX_ID else None
+    if batch is None or operator.institution_id not in (None, batch.institution_id):
+        raise NotFound(f"no clean-up batch {batch_id}")
+    code = codes_by_id(session, {batch.institution_id}).get(batch.institution_id, "?")
+    return render(
+        request,
+        "cleanup_batch.html",
+        operator=operator,
+        signer=signer,
+        batch=batch,
+        institution=code,
+        lines=cleanup.batch_lines(session, batch_id),
+    )

@@ -133,6 +133,12 @@ def test_operator_walks_through_ops_in_chromium(settings, engine, request):
                 job = session.get(Job, world.dead_job_id)
                 assert job is not None and job.status == "queued"
 
+            # A clean-up dry run from its page: the plan, and the confirmed-run form under it.
+            page.click("nav >> text=Clean-up")
+            page.click("button:has-text('Preview (dry run)')")
+            expect(page.locator("#plan")).to_contain_text("Plan for UNIV")
+            expect(page.locator("#cleanup-run input[name=confirm]")).not_to_be_checked()
+
             # Institution B stays out of sight, even by address.
             answer = page.goto(f"{base}/ops/requests/{world.b_request_id}")
             assert answer is not None and answer.status == 404

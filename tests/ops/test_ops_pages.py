@@ -17,7 +17,15 @@ from app.ops.session import SESSION_COOKIE
 from tests.support.factories import make_institution, make_token, sandbox_worldshare
 from tests.support.ops import PATRON_ID, OpsWorld, csrf_of, seed_ops_world
 
-PAGES = ["/ops", "/ops/tasks", "/ops/requests", "/ops/jobs", "/ops/requests/1"]
+PAGES = [
+    "/ops",
+    "/ops/tasks",
+    "/ops/requests",
+    "/ops/jobs",
+    "/ops/requests/1",
+    "/ops/cleanup",
+    "/ops/cleanup/1",
+]
 
 
 @pytest.fixture
@@ -59,7 +67,12 @@ def test_every_page_without_a_session_redirects_to_sign_in(client, world):
         answer = client.get(page)
         assert answer.status_code == 303, page
         assert answer.headers["location"].startswith("/ops/sign-in?next=")
-    for form in (f"/ops/requests/{world.a_request_id}/resolve", "/ops/jobs/1/retry"):
+    for form in (
+        f"/ops/requests/{world.a_request_id}/resolve",
+        "/ops/jobs/1/retry",
+        "/ops/cleanup/preview",
+        "/ops/cleanup/run",
+    ):
         answer = client.post(form, data={"csrf": "x"})
         assert answer.status_code == 303
         assert answer.headers["location"].startswith("/ops/sign-in")
@@ -245,6 +258,7 @@ def test_no_page_shows_a_patron_id(client, world):
         "/ops/requests",
         "/ops/jobs",
         "/ops/jobs?status=dead",
+        "/ops/cleanup",
         f"/ops/requests/{world.a_request_id}",
         f"/ops/requests/{world.b_request_id}",
         f"/ops/requests?alma_request_id={world.a_alma_id}",

@@ -211,8 +211,13 @@ async def get_form(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(get_form)]
 
 
-def _checked(operator: Operator, signer: Signer, form: dict[str, str]) -> None:
+def _checked(
+    operator: Operator, signer: Signer, form: dict[str, str], *, scope: str | None = None
+) -> None:
+    """A form post: its CSRF token, then (when named) the scope its REST twin asks for."""
     signer.check_csrf(operator.cookie, form.get("csrf"))
+    if scope is not None and not operator.can(scope):
+        raise Forbidden(f"this token lacks the {scope!r} scope")
 
 
 def _local_path(value: str | None, default: str) -> str:
@@ -538,9 +543,7 @@ def resolve(
     wake: WakeWorker,
 ) -> Response:
     """The form twin of `POST /api/v1/requests/{id}/resolve`, through the same service."""
-    _checked(operator, signer, form)
-    if not operator.can(WRITE_SCOPE):
-        raise Forbidden(f"this token lacks the {WRITE_SCOPE!r} scope")
+    _checked(operator, signer, form, scope=WRITE_SCOPE)
     if not 1 <= request_id <= MAX_ID:
         raise NotFound(f"no request {request_id}")
     fields = {
@@ -624,9 +627,7 @@ def retry(
     wake: WakeWorker,
 ) -> Response:
     """The form twin of `POST /api/v1/jobs/{id}/retry`: a dead job runs again from scratch."""
-    _checked(operator, signer, form)
-    if not operator.can(ADMIN_SCOPE):
-        raise Forbidden(f"this token lacks the {ADMIN_SCOPE!r} scope")
+    _checked(operator, signer, form, scope=ADMIN_SCOPE)
     if not 1 <= job_id <= MAX_ID:
         raise NotFound(f"no job {job_id}")
     with write_session(runtime.engine) as session:
@@ -644,12 +645,6 @@ def retry(
 
 
 # --- clean-up ----------------------------------------------------------------------------------
-
-
-def _may_clean_up(operator: Operator) -> None:
-    # The REST twin (`POST /api/v1/cleanup`) asks for the same scope; `can` lets admin through.
-    if not operator.can(WRITE_SCOPE):
-        raise Forbidden(f"this token lacks the {WRITE_SCOPE!r} scope")
 
 
 def _cleanup_order(session: Session, operator: Operator, form: dict[str, str]) -> CleanupOrder:
@@ -702,8 +697,7 @@ def cleanup_preview(
 ) -> Response:
     """A dry run (stored, as `POST /api/v1/cleanup` stores one): the plan from the WorldShare
     statuses last polled; nothing is sent anywhere."""
-    _checked(operator, signer, form)
-    _may_clean_up(operator)
+    _checked(operator, signer, form, scope=WRITE_SCOPE)
     with write_session(runtime.engine) as session:
         order = _cleanup_order(session, operator, form)
         institution = get_by_code(session, order.institution)
@@ -734,8 +728,7 @@ def cleanup_run(
 ) -> Response:
     """The real run, queued for the workers exactly as `POST /api/v1/cleanup` queues it; only
     with the confirmation box ticked."""
-    _checked(operator, signer, form)
-    _may_clean_up(operator)
+    _checked(operator, signer, form, scope=WRITE_SCOPE)
     with write_session(runtime.engine) as session:
         order = _cleanup_order(session, operator, form)
         if form.get("confirm") != "yes":

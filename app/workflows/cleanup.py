@@ -34,13 +34,13 @@ from app.borrowing.states import Trigger
 from app.borrowing.tasks import TaskKind, close_task
 from app.errors import Conflict
 from app.institutions.models import Institution
-from app.institutions.secrets import SecretBox
 from app.jobs.kinds import Payload
 from app.jobs.queue import ClaimedJob, enqueue
 from app.jobs.registry import Finish
 from app.runtime import Runtime
 from app.timeutil import utcnow
 from app.upstream import UpstreamError
+from app.workflows.alma_calls import NOT_CONFIGURED, alma_client
 from app.workflows.kinds import RUN_CLEANUP, CleanupPayload
 from app.workflows.stale_check import assess_open_requests
 from app.workflows.transitions import advance
@@ -192,31 +192,11 @@ class RunWork:
     status_map: dict[str, str]
     cancel_reason: str
     worldshare: WorldShareConfig | None
-    alma: AlmaConfig | None
+    alma: AlmaClient | None
     problem: str | None  # why WorldShare cannot be read at all
 
 
-@dataclass(frozen=True)
-class AlmaConfig:
-    institution_code: str
-    api_base_url: str
-    api_key: str
-
-    def __repr__(self) -> str:
-        return f"AlmaConfig({self.institution_code!r}, {self.api_base_url!r}, <key hidden>)"
-
-
-def alma_config(institution: Institution, box: SecretBox) -> AlmaConfig | None:
-    if not institution.alma_api_base_url or not institution.alma_api_key_encrypted:
-        return None
-    return AlmaConfig(
-        institution_code=institution.code,
-        api_base_url=institution.alma_api_base_url,
-        api_key=box.decrypt(institution.alma_api_key_encrypted),
-    )
-
-
-def begin_run(session: Session, box: SecretBox, batch_id: int) -> RunWork | None:
+def begin_run(session: Session, ctx: Runtime, batch_id: int) -> RunWork | None:
     """Mark the batch running and gather what is left to do; None when it is done already."""
     batch = session.get(CleanupBatch, batch_id)
     if batch is None or batch.dry_run or batch.status is BatchStatus.DONE:
@@ -229,7 +209,7 @@ def begin_run(session: Session, box: SecretBox, batch_id: int) -> RunWork | None
     batch.status = BatchStatus.RUNNING
     session.add(batch)
     try:
-        config: WorldShareConfig | None = worldshare_config(institution, box)
+        config: WorldShareConfig | None = worldshare_config(institution, ctx.secrets)
         problem = None
     except NotConfigured as exc:
         config, problem = None, str(exc)
@@ -241,7 +221,7 @@ def begin_run(session: Session, box: SecretBox, batch_id: int) -> RunWork | None
         status_map=dict(institution.status_map),
         cancel_reason=institution.cancel_reason,
         worldshare=config,
-        alma=alma_config(institution, box),
+        alma=alma_client(ctx, institution),
         problem=problem,
     )
 
@@ -279,23 +259,13 @@ async def _run_line(ctx: Runtime, work: RunWork, line: Line) -> LineResult:
     step = plan_line(line, lender.status, work.status_map)
     if step.action is not CleanupAction.ALMA_REST_CANCEL:
         return LineResult(step, lender.status)
-    if work.alma is None:
-        return LineResult(
-            step,
-            lender.status,
-            error="the Alma REST API is not configured (alma.api_base_url, alma.api_key)",
-        )
+    client = work.alma
+    if client is None:
+        return LineResult(step, lender.status, error=NOT_CONFIGURED)
     if line.requester_user_id is None:
         return LineResult(
             step, lender.status, error="no patron id is kept to address Alma's REST API"
         )
-    client = AlmaClient(
-        ctx.http,
-        work.alma.api_base_url,
-        work.alma.api_key,
-        institution=work.alma.institution_code,
-        remaining=ctx.metrics.alma_api_remaining,
-    )
     internal = line.alma_internal_request_id
     try:
         if internal is None:
@@ -379,7 +349,7 @@ def _recorder(work: RunWork, line: Line, result: LineResult) -> Callable[[Sessio
 async def run_batch(ctx: Runtime, batch_id: int, *, budget_seconds: float | None = None) -> bool:
     """Carry out a stored real run, one request at a time; False when `budget_seconds` ran
     out with requests left (the caller queues the rest), True when the batch is done."""
-    work = await ctx.write(lambda session: begin_run(session, ctx.secrets, batch_id))
+    work = await ctx.write(lambda session: begin_run(session, ctx, batch_id))
     if work is None:
         return True
     started = time.monotonic()

@@ -24,6 +24,7 @@ from app.institutions.models import Institution
 from app.jobs.queue import ClaimedJob
 from app.jobs.registry import Finish, PermanentJobError
 from app.runtime import Runtime
+from app.workflows.alma_calls import NOT_CONFIGURED, alma_client
 from app.workflows.common import load_request
 from app.workflows.kinds import LoanEventPayload, UpdateLoanPayload
 from app.workflows.transitions import advance, answer_renewal
@@ -186,6 +187,13 @@ class LoanUpdate:
     loan_id: str
 
 
+def _alma_client(ctx: Runtime, institution: Institution) -> AlmaClient:
+    client = alma_client(ctx, institution)
+    if client is None:
+        raise PermanentJobError(f"institution {institution.code}: {NOT_CONFIGURED}")
+    return client
+
+
 def plan_loan_update(session: Session, job: ClaimedJob, ctx: Runtime) -> LoanUpdate | None:
     request, institution = load_request(session, job)
     if request.alma_loan_id is None or request.state is not RequestState.ON_LOAN:
@@ -193,23 +201,9 @@ def plan_loan_update(session: Session, job: ClaimedJob, ctx: Runtime) -> LoanUpd
     if request.requester_user_id is None:
         raise PermanentJobError("the request has no Alma user id to update the patron's loan")
     return LoanUpdate(
-        client=alma_client(ctx, institution),
+        client=_alma_client(ctx, institution),
         user_id=request.requester_user_id,
         loan_id=request.alma_loan_id,
-    )
-
-
-def alma_client(ctx: Runtime, institution: Institution) -> AlmaClient:
-    if not institution.alma_api_base_url or not institution.alma_api_key_encrypted:
-        raise PermanentJobError(
-            f"institution {institution.code} has no Alma API (alma.api_base_url, alma.api_key)"
-        )
-    return AlmaClient(
-        ctx.http,
-        institution.alma_api_base_url,
-        ctx.secrets.decrypt(institution.alma_api_key_encrypted),
-        institution=institution.code,
-        remaining=ctx.metrics.alma_api_remaining,
     )
 
 

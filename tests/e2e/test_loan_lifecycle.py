@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from app.borrowing.models import BorrowingRequest, InboundMessage, RequestEvent
 from app.borrowing.tasks import StaffTask
+from app.db import write_session
 from app.jobs.models import Job
 from app.sandbox.alma_vocabulary import Action, MessageStatus
 from tests.e2e.test_iso_lifecycle import alma_says, in_state, notices
@@ -160,7 +161,7 @@ def test_alma_refusing_the_loan_update_is_on_the_timeline_with_code_and_tracking
 ):
     with running_system(fast_settings, engine) as system:
         loaned, loan_id = on_loan(system, "ALMA-L4")
-        with Session(engine) as session:
+        with write_session(engine) as session:  # BEGIN IMMEDIATE: the workers write too
             # Alma no longer knows the loan under this user: it answers 400 with its error list.
             request = session.get(BorrowingRequest, loaned["id"])
             assert request is not None

@@ -5,8 +5,10 @@ uvicorn; then a burst of distinct relevant webhooks at concurrency 64.
 * ignored: loans of ordinary items (a library that is not a resource-sharing one): no write.
 * relevant: loans of linked temporary items, each a distinct event: stored and queued.
 
-Prints req/s, p50, p99, non-2xx and the ratio to the bare app, then the burst's 5xx count and
-how many of its events were stored.
+Both servers run at once and are measured in turns (bare, ignored, relevant) for --rounds
+rounds, so a busy moment of the shared machine falls on all three alike. Prints the medians of
+req/s, p50 and p99 over the rounds, the non-2xx summed, the ratio of the medians to the bare app,
+then the burst's 5xx count and how many of its events were stored.
 
     .venv/bin/python -m bench.webhooks --requests 4000 --burst 10000
     .venv/bin/python -m bench.webhooks --postgres-url postgresql+psycopg://postgres@127.0.0.1/bench
@@ -24,6 +26,7 @@ import hashlib
 import hmac
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,12 +212,12 @@ def stored_webhooks(database_url: str) -> int:
     return int(count)
 
 
-def run_backend(
-    name: str, database_url: str, args: argparse.Namespace, bare: dict[str, float]
-) -> list[str]:
+def run_backend(name: str, database_url: str, args: argparse.Namespace) -> list[str]:
+    """Rounds of bare, ignored, relevant, one after the other, so the three see the same
+    machine; then the burst."""
     key = Fernet.generate_key().decode()
     prepare(database_url, key)
-    port = free_port()
+    port, bare_port = free_port(), free_port()
     env = {
         **os.environ,
         "ILLBRIDGE_DATABASE_URL": database_url,
@@ -223,21 +226,34 @@ def run_backend(
         "ILLBRIDGE_SANDBOX": "false",
     }
     command = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)]
-    rows = []
+    bare_command = [
+        *(sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port)),
+        *("--log-level", "warning", "--no-access-log"),
+    ]
+    results: dict[str, list[Result]] = {"bare": [], "ignored": [], "relevant": []}
     next_id = 1
-    with serving(command, env, port):
+    with serving(bare_command, dict(os.environ), bare_port), serving(command, env, port):
         for kind in ("ignored", "relevant"):
             warm = [http_request(b, port) for b in mix(kind, 200, 10_000_000 + next_id)]
             asyncio.run(load(port, warm, args.concurrency))
-            requests = [http_request(b, port) for b in mix(kind, args.requests, next_id)]
-            next_id += args.requests
-            result = asyncio.run(load(port, requests, args.concurrency))
-            rows.append(row(f"illbridge {name}", kind, result, bare["rate"]))
+        # The bare app answers several times faster: more requests keep its rounds as long.
+        bare = [http_request(b, bare_port) for b in mix("ignored", 5 * args.requests, 1)]
+        for _ in range(args.rounds):
+            results["bare"].append(asyncio.run(load(bare_port, bare, args.concurrency)))
+            for kind in ("ignored", "relevant"):
+                requests = [http_request(b, port) for b in mix(kind, args.requests, next_id)]
+                next_id += args.requests
+                results[kind].append(asyncio.run(load(port, requests, args.concurrency)))
         burst_from = next_id + 20_000_000
         before = stored_webhooks(database_url)
         burst = [http_request(b, port) for b in mix("relevant", args.burst, burst_from)]
         result = asyncio.run(load(port, burst, 64))
         stored = stored_webhooks(database_url) - before
+    bare_rate = statistics.median(r.rate for r in results["bare"])
+    rows = [row(f"bare ASGI app ({name} run)", "-", results["bare"], bare_rate)]
+    rows += [
+        row(f"illbridge {name}", kind, results[kind], bare_rate) for kind in ("ignored", "relevant")
+    ]
     rows.append(
         f"burst {name}: {args.burst} distinct relevant webhooks at concurrency 64: "
         f"{result.rate:,.0f} req/s, p99 {result.percentile(0.99):.1f} ms, "
@@ -247,49 +263,35 @@ def run_backend(
     return rows
 
 
-def row(target: str, kind: str, result: Result, bare_rate: float) -> str:
+def row(target: str, kind: str, rounds: list[Result], bare_rate: float) -> str:
+    """Medians over the rounds; non-2xx summed."""
+    rate = statistics.median(r.rate for r in rounds)
+    p50 = statistics.median(r.percentile(0.5) for r in rounds)
+    p99 = statistics.median(r.percentile(0.99) for r in rounds)
+    failed = sum(len(r.statuses) - r.count(200, 300) for r in rounds)
     return (
-        f"| {target:<22} | {kind:<8} | {result.rate:>8,.0f} | {result.percentile(0.5):>6.1f} | "
-        f"{result.percentile(0.99):>6.1f} | {len(result.statuses) - result.count(200, 300):>7} | "
-        f"{100 * result.rate / bare_rate:>6.1f} % |"
+        f"| {target:<26} | {kind:<8} | {rate:>8,.0f} | {p50:>6.1f} | {p99:>6.1f} | {failed:>7} | "
+        f"{100 * rate / bare_rate:>6.1f} % |"
     )
-
-
-def run_bare(args: argparse.Namespace) -> tuple[dict[str, float], str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.bare_app:app",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    with serving(command, dict(os.environ), port):
-        requests = [http_request(b, port) for b in mix("ignored", args.requests, 1)]
-        asyncio.run(load(port, requests[:200], args.concurrency))
-        result = asyncio.run(load(port, requests, args.concurrency))
-    return {"rate": result.rate}, row("bare ASGI app", "-", result, result.rate)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=4000, help="per mix")
+    parser.add_argument("--requests", type=int, default=4000, help="per mix and round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--burst", type=int, default=10_000)
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to use (reset)")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     args = parser.parse_args()
 
-    bare, bare_row = run_bare(args)
     lines = [
-        f"concurrency {args.concurrency}, {args.requests} requests per mix",
-        "| target                 | mix      |    req/s | p50 ms | p99 ms | non-2xx | of bare  |",
-        "|------------------------|----------|---------:|-------:|-------:|--------:|---------:|",
-        bare_row,
+        f"concurrency {args.concurrency}, {args.requests} requests per mix and round, "
+        f"medians of {args.rounds} rounds; load average {os.getloadavg()[0]:.1f} at the start",
+        "| target                     | mix      |    req/s | p50 ms | p99 ms | non-2xx "
+        "| of bare  |",
+        "|----------------------------|----------|---------:|-------:|-------:|--------:"
+        "|---------:|",
     ]
     bursts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -299,9 +301,10 @@ def main() -> None:
         if args.postgres_url and args.only in (None, "postgresql"):
             backends.append(("postgresql", args.postgres_url))
         for name, url in backends:
-            rows = run_backend(name, url, args, bare)
+            rows = run_backend(name, url, args)
             lines.extend(rows[:-1])
             bursts.append(rows[-1])
+    lines.append(f"load average {os.getloadavg()[0]:.1f} at the end")
     print("\n".join([*lines, *bursts]))
 
 

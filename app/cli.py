@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import sys
@@ -70,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level)
     _check_secret_key(settings)
     app = create_app(settings, run_worker=not args.no_worker)
+    # What start-up built (routes, models, table metadata) lives as long as the process: frozen,
+    # the collector's full passes no longer walk it, and those pauses were the webhook
+    # listener's slowest answers (bench/webhooks.py, README).
+    gc.freeze()
     # Access lines are off (the request metrics count every request; no per-request log line).
     uvicorn.run(
         app,

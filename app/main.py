@@ -17,7 +17,8 @@ from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
 from app.api.health import ReadinessProbe, RecentReads
 from app.api.iso18626 import router as iso18626_router
-from app.api.webhooks import MAX_WEBHOOK_BYTES
+from app.api.webhook_intake import WebhookIntake
+from app.api.webhooks import MAX_WEBHOOK_BYTES, ListenerFirst
 from app.api.webhooks import PATH_PREFIX as WEBHOOK_PATH_PREFIX
 from app.api.webhooks import router as webhooks_router
 from app.config import Settings, get_settings
@@ -60,6 +61,7 @@ class Services:
     runtime: Runtime
     worker: Worker[Runtime] | None
     readiness: ReadinessProbe
+    webhook_intake: WebhookIntake
 
     def wake_worker(self) -> None:
         """Nudge the in-process worker (if any) to claim new jobs now; safe from any thread."""
@@ -76,7 +78,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         async with open_runtime(settings, metrics) as runtime:
             worker = new_worker(runtime) if run_worker else None
             readiness = ReadinessProbe(settings)
-            app.state.services = Services(runtime=runtime, worker=worker, readiness=readiness)
+            app.state.services = Services(
+                runtime=runtime,
+                worker=worker,
+                readiness=readiness,
+                webhook_intake=WebhookIntake(runtime.engine, runtime.secrets),
+            )
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop)) if worker else None
             try:
@@ -109,6 +116,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
         app.include_router(bridge_clock_router)
         mount_sandboxes(app)
+    app.add_middleware(ListenerFirst)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=_body_limit_for
     )

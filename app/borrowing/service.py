@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from app.borrowing.citation import Citation
@@ -31,6 +34,7 @@ from app.borrowing.states import (
     Trigger,
     next_state,
 )
+from app.db import is_sqlite
 from app.errors import Conflict
 from app.timeutil import utcnow
 
@@ -121,6 +125,54 @@ def record_inbound(
         )
     )
     session.flush()
+
+
+@dataclass(frozen=True)
+class InboundLine:
+    """One message for `record_inbound_many`: what `record_inbound` keeps, but its source."""
+
+    external_id: str
+    kind: str
+    outcome: InboxOutcome
+    institution_id: int | None
+    request_id: int | None
+    summary: dict[str, Any]
+
+
+_INBOX = InboundMessage.metadata.tables["inbound_message"]
+
+
+def record_inbound_many(
+    session: Session, source: InboxSource, lines: Sequence[InboundLine]
+) -> set[str]:
+    """Keep the lines of messages not kept before, in one statement; the external ids newly
+    kept. A message received before is skipped, not an error."""
+    if not lines:
+        return set()
+    insert = sqlite.insert if is_sqlite(session.get_bind()) else postgresql.insert
+    statement = (
+        insert(_INBOX)
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(_INBOX.c.external_id)
+    )
+    now = utcnow()
+    rows = session.execute(
+        statement,
+        [
+            {
+                "source": source,
+                "external_id": line.external_id,
+                "kind": line.kind,
+                "outcome": line.outcome,
+                "institution_id": line.institution_id,
+                "request_id": line.request_id,
+                "summary": line.summary,
+                "received_at": now,
+            }
+            for line in lines
+        ],
+    )
+    return set(rows.scalars())
 
 
 def find_inbound(session: Session, source: InboxSource, external_id: str) -> InboundMessage | None:

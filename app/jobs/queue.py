@@ -9,10 +9,10 @@ the job over.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,26 +63,52 @@ def enqueue(
 
     Jobs sharing a `serial_key` run one at a time in the order they were queued."""
     now = utcnow()
-    values: dict[str, Any] = {
-        "kind": kind.name,
-        "payload": (payload or kind.payload()).model_dump(mode="json"),
-        "status": JobStatus.QUEUED.value,
-        "dedupe_key": dedupe_key,
-        "institution_id": institution_id,
-        "request_id": request_id,
-        "serial_key": serial_key,
-        "attempts": 0,
-        "run_at": run_at or now,
-        "created_at": now,
-        "updated_at": now,
-    }
-    insert = sqlite.insert if is_sqlite(session.get_bind()) else postgresql.insert
-    statement = insert(JOBS).values(**values)
+    job = NewJob(payload or kind.payload(), dedupe_key, institution_id, request_id, serial_key)
+    statement = _insert(session).values(**_values(kind, job, run_at or now, now))
     if dedupe_key is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
     # A returned row, not rowcount: with RETURNING, PostgreSQL's rowcount does not tell a
     # skipped conflict from an insert.
     return session.execute(statement.returning(JOBS.c.id)).first() is not None
+
+
+@dataclass(frozen=True)
+class NewJob(Generic[P]):
+    payload: P
+    dedupe_key: str | None = None
+    institution_id: int | None = None
+    request_id: int | None = None
+    serial_key: str | None = None
+
+
+def enqueue_many(session: Session, kind: JobKind[P], jobs: Sequence[NewJob[P]]) -> None:
+    """Add jobs of one kind, due now, in one statement of the caller's transaction; a job whose
+    `dedupe_key` already has one is not added."""
+    if not jobs:
+        return
+    now = utcnow()
+    statement = _insert(session).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    session.execute(statement, [_values(kind, job, now, now) for job in jobs])
+
+
+def _insert(session: Session) -> Any:
+    return (sqlite.insert if is_sqlite(session.get_bind()) else postgresql.insert)(JOBS)
+
+
+def _values(kind: JobKind[P], job: NewJob[P], run_at: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": kind.name,
+        "payload": job.payload.model_dump(mode="json"),
+        "status": JobStatus.QUEUED.value,
+        "dedupe_key": job.dedupe_key,
+        "institution_id": job.institution_id,
+        "request_id": job.request_id,
+        "serial_key": job.serial_key,
+        "attempts": 0,
+        "run_at": run_at,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _claimable(now: datetime) -> Any:

@@ -250,7 +250,7 @@ def run_backend(name: str, database_url: str, args: argparse.Namespace) -> list[
         result = asyncio.run(load(port, burst, 64))
         stored = stored_webhooks(database_url) - before
     bare_rate = statistics.median(r.rate for r in results["bare"])
-    rows = [row(f"bare ASGI app ({name} run)", "-", results["bare"], bare_rate)]
+    rows = [row(f"bare ASGI app, {name}", "-", results["bare"], bare_rate)]
     rows += [
         row(f"illbridge {name}", kind, results[kind], bare_rate) for kind in ("ignored", "relevant")
     ]

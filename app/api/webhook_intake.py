@@ -132,12 +132,11 @@ class WebhookIntake:
                     outcomes = await run_in_threadpool(
                         take_batch, self._engine, self._box, [d for d, _ in batch]
                     )
-                except SQLAlchemyError as exc:
-                    log.warning("webhook_not_stored", extra={"error": type(exc).__name__})
+                except Exception as exc:  # the database failed (or a fault): Alma retries
+                    log.warning("webhook_batch_failed", extra={"error": type(exc).__name__})
                     outcomes = [_not_stored() for _ in batch]
-                except BaseException:
-                    # Cancelled at shutdown, or a fault: nobody is left waiting for ever.
-                    for _, future in batch:
+                except BaseException:  # cancelled at shutdown: nobody is left waiting
+                    for _, future in [*batch, *self._waiting]:
                         if not future.done():
                             future.set_exception(_not_stored())
                     raise

@@ -145,15 +145,12 @@ def list_requests(
         needs_attention=needs_attention,
         updated_since=updated_since,
     )
-    rows = queries.list_requests(session, where, before_id=decode_cursor(cursor), limit=limit + 1)
-    page = rows[:limit]
-    more = len(rows) > limit
-    last_id = page[-1].id if page else None
-    codes = codes_by_id(session, {request.institution_id for request in page})
+    items = queries.list_requests(session, where, before_id=decode_cursor(cursor), limit=limit + 1)
+    page = items[:limit]
+    more = len(items) > limit
     return json_answer(
         BorrowingRequestPage(
-            items=[queries.to_public(request, codes[request.institution_id]) for request in page],
-            next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
+            items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None
         )
     )
 

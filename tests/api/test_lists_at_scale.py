@@ -122,7 +122,7 @@ def _list_statement(where: queries.RequestFilter):
     captured = []
 
     class Capture:
-        def exec(self, statement):
+        def execute(self, statement):
             captured.append(statement)
             return []
 
@@ -169,8 +169,9 @@ def _assert_page_costs_its_rows(plan: str, *, lookup: bool) -> None:
     """PostgreSQL picks by cost: for a filter matching many rows, reading the primary key
     backwards and filtering is as good as a composite index. Either way the page must cost
     about its own rows (the Limit's estimate: 51 rows fetched at random, against the 800 or so
-    of scanning 20,000), with no scan of the table and no sort of the matching rows."""
-    assert "Seq Scan" not in plan, plan
+    of scanning 20,000), with no scan of the table and no sort of the matching rows. (The
+    institutions, a handful of rows joined for their codes, may be read whole.)"""
+    assert not re.search(r"Seq Scan on (borrowing_request|job)\b", plan), plan
     assert lookup or "Sort" not in plan, plan
     limit = re.search(r"^Limit  \(cost=[\d.]+\.\.([\d.]+)", plan)
     assert limit is not None and float(limit.group(1)) < 250, plan
@@ -186,7 +187,7 @@ def test_job_lists_read_their_page_from_a_matching_index(seeded, filters):
     captured = []
 
     class Capture:
-        def scalars(self, statement):
+        def execute(self, statement):
             captured.append(statement)
             return []
 

@@ -293,7 +293,6 @@ def sign_in(
         return _sign_in_form(
             request, error=f"this token lacks the {READ_SCOPE!r} scope", status_code=403
         )
-    assert token.id is not None
     with write_session(runtime.engine) as writer:
         record_token_use(writer, token.id, now)
         writer.commit()

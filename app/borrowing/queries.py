@@ -19,6 +19,7 @@ from app.borrowing.schemas import (
     StaffTaskPublic,
 )
 from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
+from app.db import as_dicts
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def list_requests(
     if before_id is not None:
         query = query.where(REQUESTS.c.id < before_id)
     rows = session.execute(query.order_by(REQUESTS.c.id.desc()).limit(limit))
-    return _PUBLIC_ITEMS.validate_python([row._mapping for row in rows])
+    return _PUBLIC_ITEMS.validate_python(as_dicts(rows))
 
 
 def timeline(session: Session, request_id: int) -> list[RequestEvent]:

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.db import is_sqlite, write_session
+from app.db import as_dicts, is_sqlite, write_session
 from app.jobs.kinds import JobKind, P
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobPublic
@@ -320,7 +320,7 @@ def list_jobs(
     if before_id is not None:
         query = query.where(JOBS.c.id < before_id)
     rows = session.execute(query.order_by(JOBS.c.id.desc()).limit(limit))
-    return _PUBLIC_ITEMS.validate_python([row._mapping for row in rows])
+    return _PUBLIC_ITEMS.validate_python(as_dicts(rows))
 
 
 def counts_by_status(session: Session, institution_id: int | None) -> dict[str, int]:

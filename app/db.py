@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Enum, MetaData, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, Result, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -139,10 +139,23 @@ def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def as_dicts(result: Result[Any]) -> list[dict[str, Any]]:
+    """Rows as plain dicts, the input pydantic validates fastest (a row's mapping is read
+    through Python-level calls)."""
+    columns = list(result.keys())
+    return [dict(zip(columns, row, strict=True)) for row in result.all()]
+
+
+def new_read_session(engine: Engine) -> Session:
+    """A session for reading, which its caller closes (rolling back). Opening it does no I/O:
+    it takes a connection at its first statement."""
+    return Session(engine, expire_on_commit=False)
+
+
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
     """A session for reading; rolled back on exit."""
-    with Session(engine, expire_on_commit=False) as session:
+    with new_read_session(engine) as session:
         yield session
 
 

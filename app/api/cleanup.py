@@ -18,8 +18,8 @@ from app.borrowing.cleanup import CleanupBatch
 from app.borrowing.schemas import CleanupBatchPublic, CleanupLinePublic, CleanupOrder
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, NotFound
-from app.institutions.models import ApiToken, Institution
-from app.institutions.service import get_by_code
+from app.institutions.models import Institution
+from app.institutions.service import Caller, get_by_code
 from app.workflows import cleanup
 
 router = APIRouter(
@@ -92,7 +92,7 @@ def start_cleanup(
     return public
 
 
-def _visible_batch(session: Session, token: ApiToken, batch_id: int) -> tuple[CleanupBatch, str]:
+def _visible_batch(session: Session, token: Caller, batch_id: int) -> tuple[CleanupBatch, str]:
     batch = session.get(CleanupBatch, batch_id)
     if batch is None or token.institution_id not in (None, batch.institution_id):
         raise NotFound(f"no clean-up batch {batch_id}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -12,14 +12,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.db import read_session, write_session
+from app.db import new_read_session, write_session
 from app.errors import Forbidden, Unauthorized
-from app.institutions.models import ApiToken, Institution
+from app.institutions.models import Institution
 from app.institutions.secrets import SecretBox
 from app.institutions.service import (
     Actor,
+    Caller,
     authenticate,
+    institution_id_by_code,
     institution_not_found,
     record_token_use,
     use_is_stale,
@@ -64,9 +67,16 @@ async def get_box(runtime: AppRuntime) -> SecretBox:
     return runtime.secrets
 
 
-def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    with read_session(engine) as session:
+async def get_read_session(
+    engine: Annotated[Engine, Depends(get_engine)],
+) -> AsyncIterator[Session]:
+    # Opened on the event loop (no I/O), closed on the thread pool (a rollback): one thread hop
+    # per request fewer than a plain generator, which FastAPI enters on the pool too.
+    session = new_read_session(engine)
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
 async def get_allowed_hosts(runtime: AppRuntime) -> tuple[str, ...]:
@@ -84,7 +94,7 @@ def authorize(
     session: ReadSession,
     engine: DbEngine,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiToken:
+) -> Caller:
     """Admits a token carrying the scope the route declares (401 without one, 403 without it).
 
     Declared with `Security(authorize, scopes=[...])`, so the OpenAPI document names each
@@ -102,9 +112,8 @@ def authorize(
     return token
 
 
-def _record_use(engine: Engine, token: ApiToken, now: datetime) -> None:
+def _record_use(engine: Engine, token: Caller, now: datetime) -> None:
     """A token's last use, in a short write of its own; a failure costs the stamp, not the call."""
-    assert token.id is not None
     try:
         with write_session(engine) as session:
             record_token_use(session, token.id, now)
@@ -113,16 +122,24 @@ def _record_use(engine: Engine, token: ApiToken, now: datetime) -> None:
         log.warning("token_use_not_recorded", extra={"error_type": type(exc).__name__})
 
 
-def actor_of(token: ApiToken) -> Actor:
+def actor_of(token: Caller) -> Actor:
     return Actor(token.name, token.id)
 
 
-def ensure_visible(token: ApiToken, institution: Institution) -> None:
+def ensure_visible(token: Caller, institution: Institution) -> None:
     """A token bound to one institution sees nothing of another: the 404 of a missing one."""
     if token.institution_id is not None and token.institution_id != institution.id:
         raise institution_not_found(institution.code)
 
 
-Reader = Annotated[ApiToken, Security(authorize, scopes=["requests:read"])]
-Writer = Annotated[ApiToken, Security(authorize, scopes=["requests:write"])]
-Admin = Annotated[ApiToken, Security(authorize, scopes=["admin"])]
+def institution_in_view(session: Session, token: Caller, code: str) -> int:
+    """The id of the institution a list is asked for, by its code, if the token may see it."""
+    institution_id = institution_id_by_code(session, code)
+    if token.institution_id not in (None, institution_id):
+        raise institution_not_found(code)
+    return institution_id
+
+
+Reader = Annotated[Caller, Security(authorize, scopes=["requests:read"])]
+Writer = Annotated[Caller, Security(authorize, scopes=["requests:write"])]
+Admin = Annotated[Caller, Security(authorize, scopes=["admin"])]

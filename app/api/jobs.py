@@ -44,12 +44,9 @@ def list_jobs(
         limit=limit + 1,
     )
     page = jobs[:limit]
-    more = len(jobs) > limit and page[-1].id is not None
+    more = len(jobs) > limit
     return json_answer(
-        JobPage(
-            items=[_public(job) for job in page],
-            next_cursor=encode_cursor(page[-1].id) if more and page[-1].id else None,
-        )
+        JobPage(items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None)
     )
 
 

@@ -17,6 +17,7 @@ from app.api.deps import (
     WakeWorker,
     Writer,
     ensure_visible,
+    institution_in_view,
 )
 from app.api.pagination import MAX_ID, decode_cursor, encode_cursor, json_answer
 from app.api.routing import AuthFirstRoute
@@ -33,8 +34,8 @@ from app.borrowing.schemas import (
 from app.borrowing.states import TERMINAL_STATES, RequestState
 from app.db import write_session
 from app.errors import ERROR_RESPONSES, Conflict, NotFound
-from app.institutions.models import ApiToken, Institution
-from app.institutions.service import codes_by_id, get_by_code
+from app.institutions.models import Institution
+from app.institutions.service import Caller, codes_by_id
 from app.workflows import intake, loans, resolution
 
 router = APIRouter(
@@ -133,9 +134,7 @@ def list_requests(
 ) -> Response:
     institution_id = token.institution_id
     if institution is not None:
-        found = get_by_code(session, institution)
-        ensure_visible(token, found)
-        institution_id = found.id
+        institution_id = institution_in_view(session, token, institution)
     where = queries.RequestFilter(
         institution_id=institution_id,
         state=state.value if state else None,
@@ -145,20 +144,17 @@ def list_requests(
         needs_attention=needs_attention,
         updated_since=updated_since,
     )
-    rows = queries.list_requests(session, where, before_id=decode_cursor(cursor), limit=limit + 1)
-    page = rows[:limit]
-    more = len(rows) > limit
-    last_id = page[-1].id if page else None
-    codes = codes_by_id(session, {request.institution_id for request in page})
+    items = queries.list_requests(session, where, before_id=decode_cursor(cursor), limit=limit + 1)
+    page = items[:limit]
+    more = len(items) > limit
     return json_answer(
         BorrowingRequestPage(
-            items=[queries.to_public(request, codes[request.institution_id]) for request in page],
-            next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
+            items=page, next_cursor=encode_cursor(page[-1].id) if more and page else None
         )
     )
 
 
-def _visible_request(session: Session, token: ApiToken, request_id: int) -> BorrowingRequest:
+def _visible_request(session: Session, token: Caller, request_id: int) -> BorrowingRequest:
     request = session.get(BorrowingRequest, request_id)
     if request is None or token.institution_id not in (None, request.institution_id):
         raise NotFound(f"no request {request_id}")

@@ -10,12 +10,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Reader, ReadSession, ensure_visible
+from app.api.deps import Reader, ReadSession, institution_in_view
 from app.api.pagination import MAX_ID
 from app.api.routing import AuthFirstRoute
 from app.borrowing.schemas import ResolveHint, TaskPage, TaskPublic
 from app.errors import ERROR_RESPONSES, AppError
-from app.institutions.service import codes_by_id, get_by_code
+from app.institutions.service import codes_by_id
 from app.timeutil import utcnow
 from app.workflows.task_list import LIST_KINDS, Position, TaskEntry, TaskFilter, list_tasks
 
@@ -95,9 +95,7 @@ def get_tasks(
     to resolve it. A token bound to an institution sees only that institution's."""
     institution_id = token.institution_id
     if institution is not None:
-        found = get_by_code(session, institution)
-        ensure_visible(token, found)
-        institution_id = found.id
+        institution_id = institution_in_view(session, token, institution)
     now = utcnow()
     where = TaskFilter(institution_id=institution_id, kind=kind, older_than_days=older_than_days)
     entries = list_tasks(session, where, after=decode_position(cursor), limit=limit + 1, now=now)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from pydantic import TypeAdapter
+from sqlalchemy import Integer, String, column, func, table
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from app.borrowing.models import BorrowingRequest, RequestEvent
@@ -16,6 +19,7 @@ from app.borrowing.schemas import (
     StaffTaskPublic,
 )
 from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask
+from app.db import as_dicts
 
 
 @dataclass(frozen=True)
@@ -29,30 +33,46 @@ class RequestFilter:
     updated_since: datetime | None = None
 
 
+REQUESTS = BorrowingRequest.__table__  # type: ignore[attr-defined]
+# The institution's code, which names it in every answer (the table, not the institutions
+# package: the domain imports no other package).
+_INSTITUTIONS = table("institution", column("id", Integer), column("code", String))
+# What an answer shows of a request: the public fields, never the requester's id.
+_PUBLIC_FIELDS = [name for name in BorrowingRequestPublic.model_fields if name != "institution"]
+# A page is read as these columns and validated once into its items: no ORM instance is built.
+_PUBLIC_COLUMNS = [
+    _INSTITUTIONS.c.code.label("institution"),
+    *(REQUESTS.c[name] for name in _PUBLIC_FIELDS),
+]
+_PUBLIC_ITEMS = TypeAdapter(list[BorrowingRequestPublic])
+
+
 def list_requests(
     session: Session, where: RequestFilter, *, before_id: int | None, limit: int
-) -> list[BorrowingRequest]:
+) -> list[BorrowingRequestPublic]:
     """Newest first, `limit` rows older than `before_id` (keyset pagination: a page is stable
     under inserts, and each is read in the order of an index matching the filters)."""
-    query = select(BorrowingRequest)
+    query = select_columns(*_PUBLIC_COLUMNS).select_from(
+        REQUESTS.join(_INSTITUTIONS, _INSTITUTIONS.c.id == REQUESTS.c.institution_id)
+    )
     if where.institution_id is not None:
-        query = query.where(BorrowingRequest.institution_id == where.institution_id)
+        query = query.where(REQUESTS.c.institution_id == where.institution_id)
     if where.state is not None:
-        query = query.where(BorrowingRequest.state == where.state)
+        query = query.where(REQUESTS.c.state == where.state)
     if where.alma_request_id is not None:
-        query = query.where(BorrowingRequest.alma_request_id == where.alma_request_id)
+        query = query.where(REQUESTS.c.alma_request_id == where.alma_request_id)
     if where.worldshare_request_id is not None:
-        query = query.where(BorrowingRequest.worldshare_request_id == where.worldshare_request_id)
+        query = query.where(REQUESTS.c.worldshare_request_id == where.worldshare_request_id)
     if where.item_barcode is not None:
-        query = query.where(BorrowingRequest.item_barcode == where.item_barcode)
+        query = query.where(REQUESTS.c.item_barcode == where.item_barcode)
     if where.needs_attention is not None:
-        query = query.where(BorrowingRequest.needs_attention == where.needs_attention)
+        query = query.where(REQUESTS.c.needs_attention == where.needs_attention)
     if where.updated_since is not None:
-        query = query.where(col(BorrowingRequest.updated_at) >= where.updated_since)
+        query = query.where(REQUESTS.c.updated_at >= where.updated_since)
     if before_id is not None:
-        query = query.where(col(BorrowingRequest.id) < before_id)
-    query = query.order_by(col(BorrowingRequest.id).desc()).limit(limit)
-    return list(session.exec(query))
+        query = query.where(REQUESTS.c.id < before_id)
+    rows = session.execute(query.order_by(REQUESTS.c.id.desc()).limit(limit))
+    return _PUBLIC_ITEMS.validate_python(as_dicts(rows))
 
 
 def timeline(session: Session, request_id: int) -> list[RequestEvent]:
@@ -80,30 +100,8 @@ def count_needing_attention(session: Session, institution_id: int | None) -> int
 
 
 def to_public(request: BorrowingRequest, institution_code: str) -> BorrowingRequestPublic:
-    assert request.id is not None
-    return BorrowingRequestPublic(
-        id=request.id,
-        institution=institution_code,
-        alma_request_id=request.alma_request_id,
-        worldshare_request_id=request.worldshare_request_id,
-        state=request.state,
-        origin=request.origin,
-        needs_attention=request.needs_attention,
-        attention_reason=request.attention_reason,
-        lender_status=request.lender_status,
-        lender_due_date=request.lender_due_date,
-        service_kind=request.service_kind,
-        patron_due_date=request.patron_due_date,
-        item_barcode=request.item_barcode,
-        alma_loan_id=request.alma_loan_id,
-        alma_internal_request_id=request.alma_internal_request_id,
-        stale_reason=request.stale_reason,
-        stale_since=request.stale_since,
-        citation=request.citation,
-        created_at=request.created_at,
-        updated_at=request.updated_at,
-        closed_at=request.closed_at,
-    )
+    fields: dict[str, Any] = {name: getattr(request, name) for name in _PUBLIC_FIELDS}
+    return BorrowingRequestPublic.model_validate(fields | {"institution": institution_code})
 
 
 def to_detail(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -129,8 +130,12 @@ class ApiToken(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     def has_scope(self, scope: str) -> bool:
-        """`admin` implies every other scope."""
-        return scope in self.scopes or ADMIN_SCOPE in self.scopes
+        return scope_granted(self.scopes, scope)
+
+
+def scope_granted(scopes: Sequence[str], scope: str) -> bool:
+    """`admin` implies every other scope."""
+    return scope in scopes or ADMIN_SCOPE in scopes
 
 
 class AuditAction(StrEnum):

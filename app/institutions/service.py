@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
+from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -26,6 +27,7 @@ from app.institutions.models import (
     AuditAction,
     Institution,
     InstitutionAudit,
+    scope_granted,
 )
 from app.institutions.schemas import (
     AgencyIdOut,
@@ -115,6 +117,12 @@ def institution_not_found(code: str) -> NotFound:
     return NotFound(f"no institution {code!r}")
 
 
+_INSTITUTIONS = Institution.__table__  # type: ignore[attr-defined]
+_INSTITUTION_ID_BY_CODE = select_columns(_INSTITUTIONS.c.id).where(
+    _INSTITUTIONS.c.code == bindparam("code")
+)
+
+
 def get_by_code(session: Session, code: str) -> Institution:
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
     if institution is None:
@@ -122,14 +130,21 @@ def get_by_code(session: Session, code: str) -> Institution:
     return institution
 
 
+def institution_id_by_code(session: Session, code: str) -> int:
+    found = session.execute(_INSTITUTION_ID_BY_CODE, {"code": code}).scalar()
+    if found is None:
+        raise institution_not_found(code)
+    return int(found)
+
+
 def codes_by_id(session: Session, ids: set[int]) -> dict[int, str]:
     """The codes of the institutions `ids`, for showing records that name them by id."""
     if not ids:
         return {}
-    rows = session.exec(
-        select(Institution.id, Institution.code).where(col(Institution.id).in_(ids))
+    rows = session.execute(
+        select_columns(_INSTITUTIONS.c.id, _INSTITUTIONS.c.code).where(_INSTITUTIONS.c.id.in_(ids))
     )
-    return {institution_id: code for institution_id, code in rows if institution_id is not None}
+    return {institution_id: code for institution_id, code in rows}
 
 
 def list_institutions(session: Session, *, only_id: int | None = None) -> list[Institution]:
@@ -458,18 +473,52 @@ def create_token(
     return token, plain
 
 
-def authenticate(session: Session, bearer: str, *, now: datetime | None = None) -> ApiToken:
-    token = session.exec(
-        select(ApiToken).where(ApiToken.token_hash == hash_api_token(bearer))
-    ).first()
-    if token is None or token.revoked_at is not None:
+@dataclass(frozen=True)
+class Caller:
+    """A presented token that is valid now: what the routes need of it, read as plain columns."""
+
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    institution_id: int | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope_granted(self.scopes, scope)
+
+
+_TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
+# Built once: every authenticated call runs it, by the unique index on the hash.
+_TOKEN_BY_HASH = select_columns(
+    _TOKENS.c.id,
+    _TOKENS.c.name,
+    _TOKENS.c.scopes,
+    _TOKENS.c.institution_id,
+    _TOKENS.c.revoked_at,
+    _TOKENS.c.expires_at,
+    _TOKENS.c.last_used_at,
+).where(_TOKENS.c.token_hash == bindparam("token_hash"))
+
+
+def authenticate(session: Session, bearer: str, *, now: datetime | None = None) -> Caller:
+    """Read on every call, never cached: a revocation or an expiry holds from the next call."""
+    row = session.execute(_TOKEN_BY_HASH, {"token_hash": hash_api_token(bearer)}).first()
+    if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked token")
-    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
         raise Unauthorized("token expired")
-    return token
+    return Caller(
+        id=row.id,
+        name=row.name,
+        scopes=tuple(row.scopes),
+        institution_id=row.institution_id,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+    )
 
 
-def use_is_stale(token: ApiToken, now: datetime) -> bool:
+def use_is_stale(token: Caller, now: datetime) -> bool:
     """Whether the token's recorded last use is old enough to record this one."""
     return token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
 

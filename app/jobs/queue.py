@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic
 
+from pydantic import TypeAdapter
 from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.db import is_sqlite, write_session
+from app.db import as_dicts, is_sqlite, write_session
 from app.jobs.kinds import JobKind, P
 from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import JobPublic
 from app.timeutil import utcnow
 
 ERROR_MAX_CHARS = 1000
@@ -317,6 +319,11 @@ def queue_depth(session: Session, institution_id: int | None) -> tuple[int, date
     return int(row[0]), row[1]
 
 
+# A page of jobs is read as the public fields' columns and validated once: no ORM instance.
+_PUBLIC_COLUMNS = [JOBS.c[name] for name in JobPublic.model_fields]
+_PUBLIC_ITEMS = TypeAdapter(list[JobPublic])
+
+
 def list_jobs(
     session: Session,
     *,
@@ -326,8 +333,8 @@ def list_jobs(
     institution_id: int | None,
     before_id: int | None,
     limit: int,
-) -> list[Job]:
-    query = select(Job)
+) -> list[JobPublic]:
+    query = select(*_PUBLIC_COLUMNS)
     if status is not None:
         query = query.where(JOBS.c.status == status)
     if kind is not None:
@@ -338,8 +345,8 @@ def list_jobs(
         query = query.where(JOBS.c.institution_id == institution_id)
     if before_id is not None:
         query = query.where(JOBS.c.id < before_id)
-    query = query.order_by(JOBS.c.id.desc()).limit(limit)
-    return list(session.scalars(query))
+    rows = session.execute(query.order_by(JOBS.c.id.desc()).limit(limit))
+    return _PUBLIC_ITEMS.validate_python(as_dicts(rows))
 
 
 def counts_by_status(session: Session, institution_id: int | None) -> dict[str, int]:

@@ -293,7 +293,6 @@ def sign_in(
         return _sign_in_form(
             request, error=f"this token lacks the {READ_SCOPE!r} scope", status_code=403
         )
-    assert token.id is not None
     with write_session(runtime.engine) as writer:
         record_token_use(writer, token.id, now)
         writer.commit()
@@ -466,9 +465,8 @@ def request_search(
     )
     rows = queries.list_requests(session, where, before_id=_before(request), limit=PAGE_SIZE + 1)
     page = rows[:PAGE_SIZE]
-    codes = codes_by_id(session, {r.institution_id for r in page})
     older = None
-    if len(rows) > PAGE_SIZE and page[-1].id is not None:
+    if len(rows) > PAGE_SIZE:
         query = {k: v for k, v in request.query_params.items() if k not in ("before", "notice")}
         older = "/ops/requests?" + urlencode({**query, "before": page[-1].id})
     return render(
@@ -476,7 +474,7 @@ def request_search(
         "requests.html",
         operator=operator,
         signer=signer,
-        rows=[(r, codes.get(r.institution_id, "?")) for r in page],
+        rows=page,
         older=older,
         query=dict(request.query_params),
         states=[s.value for s in RequestState],

@@ -21,6 +21,7 @@ from sqlmodel import Session
 from app.errors import AppError
 from app.institutions.models import ApiToken
 from app.institutions.secrets import SecretBox
+from app.institutions.service import Caller
 from app.timeutil import utcnow
 
 SESSION_COOKIE = "illbridge_ops"
@@ -75,9 +76,8 @@ class Signer:
     def _verify(self, keys: list[bytes], text: str, signature: str) -> bool:
         return any(hmac.compare_digest(self._mac(key, text), signature) for key in keys)
 
-    def session_cookie(self, token: ApiToken, now: datetime) -> tuple[str, datetime]:
+    def session_cookie(self, token: Caller, now: datetime) -> tuple[str, datetime]:
         """The cookie value for a session of `token`, and when it ends."""
-        assert token.id is not None
         expires = now + SESSION_LIFETIME
         if token.expires_at is not None:
             expires = min(expires, token.expires_at)

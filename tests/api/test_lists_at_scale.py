@@ -118,16 +118,24 @@ def _plan(session: Session, statement) -> str:
     return "\n".join(row[0] for row in session.execute(text(f"EXPLAIN {compiled}")))
 
 
+class _Captured(Exception):
+    """Stops a list query at its statement, which a fake session caught."""
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.statements: list = []
+
+    def execute(self, statement):
+        self.statements.append(statement)
+        raise _Captured
+
+
 def _list_statement(where: queries.RequestFilter):
-    captured = []
-
-    class Capture:
-        def exec(self, statement):
-            captured.append(statement)
-            return []
-
-    queries.list_requests(Capture(), where, before_id=ROWS, limit=51)  # type: ignore[arg-type]
-    return captured[0]
+    capture = _Capture()
+    with pytest.raises(_Captured):
+        queries.list_requests(capture, where, before_id=ROWS, limit=51)  # type: ignore[arg-type]
+    return capture.statements[0]
 
 
 @pytest.mark.parametrize(
@@ -169,8 +177,9 @@ def _assert_page_costs_its_rows(plan: str, *, lookup: bool) -> None:
     """PostgreSQL picks by cost: for a filter matching many rows, reading the primary key
     backwards and filtering is as good as a composite index. Either way the page must cost
     about its own rows (the Limit's estimate: 51 rows fetched at random, against the 800 or so
-    of scanning 20,000), with no scan of the table and no sort of the matching rows."""
-    assert "Seq Scan" not in plan, plan
+    of scanning 20,000), with no scan of the table and no sort of the matching rows. (The
+    institutions, a handful of rows joined for their codes, may be read whole.)"""
+    assert not re.search(r"Seq Scan on (borrowing_request|job)\b", plan), plan
     assert lookup or "Sort" not in plan, plan
     limit = re.search(r"^Limit  \(cost=[\d.]+\.\.([\d.]+)", plan)
     assert limit is not None and float(limit.group(1)) < 250, plan
@@ -183,19 +192,14 @@ def _assert_page_costs_its_rows(plan: str, *, lookup: bool) -> None:
 )
 def test_job_lists_read_their_page_from_a_matching_index(seeded, filters):
     engine, institution_id = seeded
-    captured = []
-
-    class Capture:
-        def scalars(self, statement):
-            captured.append(statement)
-            return []
-
+    capture = _Capture()
     arguments = {"status": None, "kind": None, "request_id": None, "institution_id": None}
     if "institution_id" in filters:
         filters = filters | {"institution_id": institution_id}
-    queue.list_jobs(Capture(), **(arguments | filters), before_id=ROWS, limit=51)  # type: ignore[arg-type]
+    with pytest.raises(_Captured):
+        queue.list_jobs(capture, **(arguments | filters), before_id=ROWS, limit=51)  # type: ignore[arg-type]
     with Session(engine) as session:
-        plan = _plan(session, captured[0])
+        plan = _plan(session, capture.statements[0])
     if engine.dialect.name == "postgresql":
         _assert_page_costs_its_rows(plan, lookup=False)
         return

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.fernet import Fernet
 
-from app.institutions.models import ApiToken
 from app.institutions.secrets import SecretBox
+from app.institutions.service import Caller
 from app.ops.session import (
     SESSION_LIFETIME,
     CsrfRefused,
@@ -19,8 +19,15 @@ from app.ops.session import (
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
-def token(expires_at: datetime | None = None) -> ApiToken:
-    return ApiToken(id=7, name="t", token_hash="x" * 64, scopes=["admin"], expires_at=expires_at)
+def token(expires_at: datetime | None = None) -> Caller:
+    return Caller(
+        id=7,
+        name="t",
+        scopes=("admin",),
+        institution_id=None,
+        expires_at=expires_at,
+        last_used_at=None,
+    )
 
 
 def test_a_cookie_names_its_token_until_it_expires():

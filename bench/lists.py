@@ -9,8 +9,9 @@ Prints p50/p95 per query, for each backend:
 
 PostgreSQL: a database `illbridge_bench_lists` on the server of ILLBRIDGE_TEST_POSTGRES_URL
 (or --postgres-url), seeded with COPY and kept: a second run with the same --requests reuses it
-(--reseed starts again). SQLite: a file under var/ seeded with executemany. The staff task
-list has no REST route yet; it is timed through its query, in the same threads.
+(--reseed starts again). SQLite: a file under var/ seeded with executemany. The calls go
+through `bench/loadgen.py`'s keep-alive client, which costs the 2-core machine little beside the
+server (httpx from threads took about a core of it).
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +32,7 @@ import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import func, insert, text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.borrowing.models import BorrowingRequest
 from app.borrowing.tasks import StaffTask, TaskKind
@@ -42,6 +41,7 @@ from app.db import create_db_engine, read_session
 from app.institutions.models import Institution
 from app.jobs.models import Job
 from app.migrations import upgrade
+from bench.loadgen import get, load
 from tests.support.factories import make_institution, make_token
 from tests.support.processes import ROOT, free_port
 
@@ -266,34 +266,6 @@ class Server:
         self.popen.wait(20)
 
 
-def timed(calls: list[Callable[[], None]], concurrency: int) -> list[float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def run(call: Callable[[], None]) -> None:
-        started = time.perf_counter()
-        call()
-        took = (time.perf_counter() - started) * 1000
-        with lock:
-            latencies.append(took)
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(run, calls))
-    return latencies
-
-
-def http_query(clients: threading.local, url: str, headers: dict[str, str]) -> Callable[[], None]:
-    def call() -> None:
-        client = getattr(clients, "client", None)
-        if client is None:
-            client = clients.client = httpx.Client(timeout=30)
-        response = client.get(url, headers=headers)
-        if response.status_code != 200:
-            raise SystemExit(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-
-    return call
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres"], required=True)
@@ -337,8 +309,6 @@ def main() -> None:
         return (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
 
     server = Server(settings)
-    clients = threading.local()
-    api = server.url
     queries: list[tuple[str, Callable[[], tuple[str, dict[str, str]]]]] = [
         ("requests (newest first)", lambda: ("/api/v1/requests", admin)),
         (
@@ -391,6 +361,9 @@ def main() -> None:
         ("jobs ?kind=alma.notify", lambda: ("/api/v1/jobs?kind=alma.notify", admin)),
         ("jobs FSU token ?status=dead", lambda: ("/api/v1/jobs?status=dead", member)),
         ("metrics", lambda: ("/metrics", {})),
+        ("tasks, oldest first (admin)", lambda: ("/api/v1/tasks", admin)),
+        ("tasks, FSU token", lambda: ("/api/v1/tasks", member)),
+        ("tasks ?kind=dead_job", lambda: ("/api/v1/tasks?kind=dead_job", admin)),
     ]
     try:
         print(
@@ -401,19 +374,12 @@ def main() -> None:
         print(f"| {'query':<50} | {'p50 ms':>7} | {'p95 ms':>7} |")
         print(f"|{'-' * 52}|{'-' * 9}|{'-' * 9}|")
         for name, make in queries:
-            calls = []
-            for _ in range(args.calls):
-                path, headers = make()
-                calls.append(http_query(clients, api + path, headers))
-            calls[0]()  # warm-up (and the first read of a cached count)
-            _row(name, timed(calls, args.concurrency))
-        for name, institution_id in (
-            ("open tasks, FSU, oldest first (query)", fsu.id),
-            ("open tasks, all, oldest first (query)", None),
-        ):
-            calls = [lambda i=institution_id: _open_tasks(engine, i)] * args.calls
-            calls[0]()
-            _row(name, timed(calls, args.concurrency))
+            requests_ = [get(*make(), server.port) for _ in range(args.calls)]
+            load(server.port, requests_[:1], 1)  # warm-up (and the first read of a cached count)
+            result = load(server.port, requests_, args.concurrency)
+            if result.count(200, 300) != len(result.statuses):
+                raise SystemExit(f"{name}: statuses {sorted(set(result.statuses))}")
+            _row(name, [1000 * latency for latency in result.latencies])
         database_only(engine, fsu.id, requests)
     finally:
         server.close()
@@ -474,15 +440,6 @@ def _cursor(before: int) -> str:
     from app.api.pagination import encode_cursor
 
     return encode_cursor(before)
-
-
-def _open_tasks(engine: Engine, institution_id: int | None) -> None:
-    query = select(StaffTask).where(col(StaffTask.closed_at).is_(None))
-    if institution_id is not None:
-        query = query.where(StaffTask.institution_id == institution_id)
-    query = query.order_by(col(StaffTask.opened_at)).limit(50)
-    with read_session(engine) as session:
-        list(session.exec(query))
 
 
 def _row(name: str, latencies: list[float]) -> None:

@@ -13,14 +13,13 @@ then the burst's 5xx count and how many of its events were stored.
     .venv/bin/python -m bench.webhooks --requests 4000 --burst 10000
     .venv/bin/python -m bench.webhooks --postgres-url postgresql+psycopg://postgres@127.0.0.1/bench
 
-The load generator speaks HTTP/1.1 over keep-alive sockets itself (asyncio streams), so the
+The load generator (`bench/loadgen.py`) speaks HTTP/1.1 over keep-alive sockets itself, so the
 client's own cost stays small beside the server's. Run from the repository's root.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 from cryptography.fernet import Fernet
@@ -44,6 +42,7 @@ from app.borrowing.models import BorrowingRequest, InboundMessage
 from app.config import Settings
 from app.db import create_db_engine, read_session, write_session
 from app.migrations import downgrade, upgrade
+from bench.loadgen import Result, load
 from tests.support.factories import make_institution
 from tests.support.processes import ROOT, free_port
 
@@ -97,64 +96,6 @@ def mix(kind: str, count: int, start: int) -> Iterator[bytes]:
             yield loan_event(n, f"3903100{n:07d}", "MAIN")
         else:
             yield loan_event(n, f"ILL{n % LINKED_ITEMS + 1:09d}", "ILL")
-
-
-@dataclass
-class Result:
-    seconds: float
-    latencies: list[float]
-    statuses: list[int]
-
-    @property
-    def rate(self) -> float:
-        return len(self.statuses) / self.seconds
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-    def count(self, low: int, high: int) -> int:
-        return sum(low <= status < high for status in self.statuses)
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> int:
-    writer.write(request)
-    status_line = await reader.readline()
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
-
-
-async def load(port: int, requests: list[bytes], concurrency: int) -> Result:
-    queue = iter(requests)
-    latencies: list[float] = []
-    statuses: list[int] = []
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for request in queue:
-                started = time.perf_counter()
-                try:
-                    status = await _exchange(reader, writer, request)
-                except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
-                    status = 599
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                latencies.append(time.perf_counter() - started)
-                statuses.append(status)
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
-    return Result(time.perf_counter() - started, latencies, statuses)
 
 
 @contextmanager
@@ -235,19 +176,19 @@ def run_backend(name: str, database_url: str, args: argparse.Namespace) -> list[
     with serving(bare_command, dict(os.environ), bare_port), serving(command, env, port):
         for kind in ("ignored", "relevant"):
             warm = [http_request(b, port) for b in mix(kind, 200, 10_000_000 + next_id)]
-            asyncio.run(load(port, warm, args.concurrency))
+            load(port, warm, args.concurrency)
         # The bare app answers several times faster: more requests keep its rounds as long.
         bare = [http_request(b, bare_port) for b in mix("ignored", 5 * args.requests, 1)]
         for _ in range(args.rounds):
-            results["bare"].append(asyncio.run(load(bare_port, bare, args.concurrency)))
+            results["bare"].append(load(bare_port, bare, args.concurrency))
             for kind in ("ignored", "relevant"):
                 requests = [http_request(b, port) for b in mix(kind, args.requests, next_id)]
                 next_id += args.requests
-                results[kind].append(asyncio.run(load(port, requests, args.concurrency)))
+                results[kind].append(load(port, requests, args.concurrency))
         burst_from = next_id + 20_000_000
         before = stored_webhooks(database_url)
         burst = [http_request(b, port) for b in mix("relevant", args.burst, burst_from)]
-        result = asyncio.run(load(port, burst, 64))
+        result = load(port, burst, 64)
         stored = stored_webhooks(database_url) - before
     bare_rate = statistics.median(r.rate for r in results["bare"])
     rows = [row(f"bare ASGI app, {name}", "-", results["bare"], bare_rate)]

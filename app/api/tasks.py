@@ -8,10 +8,10 @@ import json
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Reader, ReadSession, institution_in_view
-from app.api.pagination import MAX_ID
+from app.api.pagination import MAX_ID, json_answer
 from app.api.routing import AuthFirstRoute
 from app.borrowing.schemas import ResolveHint, TaskPage, TaskPublic
 from app.errors import ERROR_RESPONSES, AppError
@@ -78,7 +78,7 @@ def _public(entry: TaskEntry, codes: dict[int, str], now: datetime) -> TaskPubli
     )
 
 
-@router.get("")
+@router.get("", response_model=TaskPage)
 def get_tasks(
     token: Reader,
     session: ReadSession,
@@ -89,7 +89,7 @@ def get_tasks(
     ] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> TaskPage:
+) -> Response:
     """Open staff tasks, requests flagged for review, possible duplicate WorldShare requests
     and dead jobs, oldest first: each with its reason, age, the Alma and WorldShare ids and how
     to resolve it. A token bound to an institution sees only that institution's."""
@@ -102,7 +102,9 @@ def get_tasks(
     page = entries[:limit]
     codes = codes_by_id(session, {e.institution_id for e in page if e.institution_id})
     more = len(entries) > limit
-    return TaskPage(
-        items=[_public(entry, codes, now) for entry in page],
-        next_cursor=encode_position(page[-1].position) if more and page else None,
+    return json_answer(
+        TaskPage(
+            items=[_public(entry, codes, now) for entry in page],
+            next_cursor=encode_position(page[-1].position) if more and page else None,
+        )
     )

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.borrowing.states import RequestState, ServiceKind
@@ -59,6 +59,24 @@ class BorrowingRequest(SQLModel, table=True):
             "id",
         ),
         Index("ix_borrowing_request_alma_request_id", "alma_request_id"),
+        # The task list's flagged requests, oldest change first.
+        Index(
+            "ix_borrowing_request_flagged_updated_at_id",
+            "updated_at",
+            "id",
+            postgresql_where=text("needs_attention IS true"),
+            sqlite_where=text("needs_attention IS 1"),
+        ),
+        # The task list's lost exports (tried, no WorldShare id known), oldest attempt first.
+        Index(
+            "ix_borrowing_request_lost_export_attempted_at_id",
+            "export_attempted_at",
+            "id",
+            postgresql_where=text(
+                "worldshare_request_id IS NULL AND export_attempted_at IS NOT NULL"
+            ),
+            sqlite_where=text("worldshare_request_id IS NULL AND export_attempted_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

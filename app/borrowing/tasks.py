@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from app.borrowing.models import BorrowingRequest
@@ -56,9 +56,23 @@ HOW_TO_RESOLVE: dict[TaskKind, str] = {
 class StaffTask(SQLModel, table=True):
     __tablename__ = "staff_task"
     __table_args__ = (
-        Index("ix_staff_task_open", "institution_id", "closed_at", "opened_at"),
-        # The consortium-wide task list (an admin token): open tasks, oldest first.
-        Index("ix_staff_task_closed_at_opened_at", "closed_at", "opened_at"),
+        # The task list: open tasks oldest first, per institution and consortium-wide; a page is
+        # read in order from the open tasks alone and stops at its limit.
+        Index(
+            "ix_staff_task_open_institution_id_opened_at_id",
+            "institution_id",
+            "opened_at",
+            "id",
+            postgresql_where=text("closed_at IS NULL"),
+            sqlite_where=text("closed_at IS NULL"),
+        ),
+        Index(
+            "ix_staff_task_open_opened_at_id",
+            "opened_at",
+            "id",
+            postgresql_where=text("closed_at IS NULL"),
+            sqlite_where=text("closed_at IS NULL"),
+        ),
         Index("ix_staff_task_request_kind", "request_id", "kind"),
     )
 

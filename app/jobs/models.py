@@ -25,6 +25,8 @@ class Job(SQLModel, table=True):
         Index("ix_job_status_run_at", "status", "run_at"),
         # Operators' lists, newest first by status or kind (and per institution).
         Index("ix_job_status_id", "status", "id"),
+        # The task list's dead jobs, oldest first.
+        Index("ix_job_status_updated_at_id", "status", "updated_at", "id"),
         Index("ix_job_kind_id", "kind", "id"),
         Index("ix_job_institution_id_id", "institution_id", "id"),
         Index("ix_job_institution_id_status_id", "institution_id", "status", "id"),

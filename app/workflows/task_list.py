@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
-from sqlmodel import Session, col, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlmodel import Session, col
 
 from app.borrowing.models import BorrowingRequest
 from app.borrowing.stale import STALE_EXPLANATIONS, StaleReason
-from app.borrowing.states import TERMINAL_STATES
+from app.borrowing.states import TERMINAL_STATES, RequestState
 from app.borrowing.tasks import HOW_TO_RESOLVE, StaffTask, TaskKind
 from app.jobs.models import Job, JobStatus
 from app.workflows.export import UNKNOWN_CREATE
@@ -48,11 +48,48 @@ class Position:
 
 
 @dataclass(frozen=True)
+class TaskRequest:
+    """What an entry shows of its request."""
+
+    id: int
+    state: RequestState
+    alma_request_id: str
+    alma_internal_request_id: str | None
+    worldshare_request_id: str | None
+    stale_reason: str | None
+
+
+# Read as columns, not ORM objects: a page loads up to four sources of `limit` rows each.
+_REQUEST_COLUMNS = (
+    col(BorrowingRequest.id),
+    col(BorrowingRequest.state),
+    col(BorrowingRequest.alma_request_id),
+    col(BorrowingRequest.alma_internal_request_id),
+    col(BorrowingRequest.worldshare_request_id),
+    col(BorrowingRequest.stale_reason),
+)
+
+
+def _task_request(row: Any) -> TaskRequest | None:
+    """The request of a row that selected `_REQUEST_COLUMNS` (outer joined: maybe none)."""
+    if row.id is None:
+        return None
+    return TaskRequest(
+        row.id,
+        row.state,
+        row.alma_request_id,
+        row.alma_internal_request_id,
+        row.worldshare_request_id,
+        row.stale_reason,
+    )
+
+
+@dataclass(frozen=True)
 class TaskEntry:
     position: Position
     kind: str
     institution_id: int | None
-    request: BorrowingRequest | None
+    request: TaskRequest | None
     reason: str
     how_to_resolve: str
     resolve_with: dict[str, Any] | None  # the body of POST /api/v1/requests/{id}/resolve
@@ -105,8 +142,15 @@ def _staff_tasks(
     limit: int,
     cutoff: datetime | None,
 ) -> list[TaskEntry]:
-    query = (
-        select(StaffTask, BorrowingRequest)
+    query: Select[*tuple[Any, ...]] = (
+        select(
+            col(StaffTask.id).label("task_id"),
+            col(StaffTask.kind),
+            col(StaffTask.institution_id),
+            col(StaffTask.reason),
+            col(StaffTask.opened_at),
+            *_REQUEST_COLUMNS,
+        )
         .join(
             BorrowingRequest,
             col(BorrowingRequest.id) == col(StaffTask.request_id),
@@ -118,26 +162,26 @@ def _staff_tasks(
         )
     )
     if where.institution_id is not None:
-        query = query.where(StaffTask.institution_id == where.institution_id)
+        query = query.where(col(StaffTask.institution_id) == where.institution_id)
     if where.kind is not None:
-        query = query.where(StaffTask.kind == where.kind)
+        query = query.where(col(StaffTask.kind) == where.kind)
     if cutoff is not None:
         query = query.where(col(StaffTask.opened_at) <= cutoff)
-    rows = session.exec(
+    rows = session.execute(
         query.order_by(col(StaffTask.opened_at), col(StaffTask.id)).limit(limit)
     ).all()
     entries = []
-    for task, request in rows:
-        assert task.id is not None
+    for row in rows:
+        request = _task_request(row)
         entries.append(
             TaskEntry(
-                position=Position(task.opened_at, _TASK, task.id),
-                kind=task.kind.value,
-                institution_id=task.institution_id,
+                position=Position(row.opened_at, _TASK, row.task_id),
+                kind=row.kind.value,
+                institution_id=row.institution_id,
                 request=request,
-                reason=task.reason,
-                how_to_resolve=HOW_TO_RESOLVE[task.kind],
-                resolve_with={"task": task.kind.value} if request is not None else None,
+                reason=row.reason,
+                how_to_resolve=HOW_TO_RESOLVE[row.kind],
+                resolve_with={"task": row.kind.value} if request is not None else None,
             )
         )
     return entries
@@ -157,7 +201,12 @@ def _flagged(
     limit: int,
     cutoff: datetime | None,
 ) -> list[TaskEntry]:
-    query = select(BorrowingRequest).where(
+    query: Select[*tuple[Any, ...]] = select(
+        *_REQUEST_COLUMNS,
+        col(BorrowingRequest.institution_id),
+        col(BorrowingRequest.updated_at),
+        col(BorrowingRequest.attention_reason),
+    ).where(
         col(BorrowingRequest.needs_attention).is_(True),
         or_(
             col(BorrowingRequest.attention_reason).is_(None),
@@ -166,24 +215,24 @@ def _flagged(
         _after(BorrowingRequest.updated_at, BorrowingRequest.id, _REVIEW, after),
     )
     if where.institution_id is not None:
-        query = query.where(BorrowingRequest.institution_id == where.institution_id)
+        query = query.where(col(BorrowingRequest.institution_id) == where.institution_id)
     if cutoff is not None:
         query = query.where(col(BorrowingRequest.updated_at) <= cutoff)
-    rows = session.exec(
+    rows = session.execute(
         query.order_by(col(BorrowingRequest.updated_at), col(BorrowingRequest.id)).limit(limit)
     ).all()
     return [
         TaskEntry(
-            position=Position(request.updated_at, _REVIEW, request.id or 0),
+            position=Position(row.updated_at, _REVIEW, row.id),
             kind=REVIEW,
-            institution_id=request.institution_id,
-            request=request,
-            reason=request.attention_reason or "flagged for review",
+            institution_id=row.institution_id,
+            request=_task_request(row),
+            reason=row.attention_reason or "flagged for review",
             how_to_resolve="Do what the reason asks, then resolve (an empty body clears the flag "
             "and closes the request's open tasks).",
             resolve_with={},
         )
-        for request in rows
+        for row in rows
     ]
 
 
@@ -195,7 +244,9 @@ def _lost_exports(
     cutoff: datetime | None,
 ) -> list[TaskEntry]:
     attempted = col(BorrowingRequest.export_attempted_at)
-    query = select(BorrowingRequest).where(
+    query: Select[*tuple[Any, ...]] = select(
+        *_REQUEST_COLUMNS, col(BorrowingRequest.institution_id), attempted.label("attempted_at")
+    ).where(
         *_open_requests(where),
         attempted.is_not(None),
         col(BorrowingRequest.worldshare_request_id).is_(None),
@@ -205,23 +256,20 @@ def _lost_exports(
     )
     if cutoff is not None:
         query = query.where(attempted <= cutoff)
-    rows = session.exec(query.order_by(attempted, col(BorrowingRequest.id)).limit(limit)).all()
-    entries = []
-    for request in rows:
-        assert request.export_attempted_at is not None
-        entries.append(
-            TaskEntry(
-                position=Position(request.export_attempted_at, _DUPLICATE, request.id or 0),
-                kind=POSSIBLE_DUPLICATE,
-                institution_id=request.institution_id,
-                request=request,
-                reason=STALE_EXPLANATIONS[StaleReason.EXPORT_UNRESOLVED],
-                how_to_resolve=HOW_TO_RESOLVE[TaskKind.POSSIBLE_DUPLICATE]
-                + ' Resolve with {"worldshare_request_id": "<id>"} or {"export_again": true}.',
-                resolve_with={"worldshare_request_id": "<the WorldShare id found>"},
-            )
+    rows = session.execute(query.order_by(attempted, col(BorrowingRequest.id)).limit(limit)).all()
+    return [
+        TaskEntry(
+            position=Position(row.attempted_at, _DUPLICATE, row.id),
+            kind=POSSIBLE_DUPLICATE,
+            institution_id=row.institution_id,
+            request=_task_request(row),
+            reason=STALE_EXPLANATIONS[StaleReason.EXPORT_UNRESOLVED],
+            how_to_resolve=HOW_TO_RESOLVE[TaskKind.POSSIBLE_DUPLICATE]
+            + ' Resolve with {"worldshare_request_id": "<id>"} or {"export_again": true}.',
+            resolve_with={"worldshare_request_id": "<the WorldShare id found>"},
         )
-    return entries
+        for row in rows
+    ]
 
 
 def _dead_jobs(
@@ -231,8 +279,15 @@ def _dead_jobs(
     limit: int,
     cutoff: datetime | None,
 ) -> list[TaskEntry]:
-    query = (
-        select(Job, BorrowingRequest)
+    query: Select[*tuple[Any, ...]] = (
+        select(
+            col(Job.id).label("job_id"),
+            col(Job.kind).label("job_kind"),
+            col(Job.institution_id),
+            col(Job.updated_at),
+            col(Job.last_error),
+            *_REQUEST_COLUMNS,
+        )
         .join(BorrowingRequest, col(BorrowingRequest.id) == col(Job.request_id), isouter=True)
         .where(
             col(Job.status) == JobStatus.DEAD.value,
@@ -240,23 +295,20 @@ def _dead_jobs(
         )
     )
     if where.institution_id is not None:
-        query = query.where(Job.institution_id == where.institution_id)
+        query = query.where(col(Job.institution_id) == where.institution_id)
     if cutoff is not None:
         query = query.where(col(Job.updated_at) <= cutoff)
-    rows = session.exec(query.order_by(col(Job.updated_at), col(Job.id)).limit(limit)).all()
-    entries = []
-    for job, request in rows:
-        assert job.id is not None
-        entries.append(
-            TaskEntry(
-                position=Position(job.updated_at, _JOB, job.id),
-                kind=DEAD_JOB,
-                institution_id=job.institution_id,
-                request=request,
-                reason=f"{job.kind} failed for good: {job.last_error or 'no error recorded'}",
-                how_to_resolve=f"Fix the cause, then replay it: POST /api/v1/jobs/{job.id}/retry.",
-                resolve_with=None,
-                job_id=job.id,
-            )
+    rows = session.execute(query.order_by(col(Job.updated_at), col(Job.id)).limit(limit)).all()
+    return [
+        TaskEntry(
+            position=Position(row.updated_at, _JOB, row.job_id),
+            kind=DEAD_JOB,
+            institution_id=row.institution_id,
+            request=_task_request(row),
+            reason=f"{row.job_kind} failed for good: {row.last_error or 'no error recorded'}",
+            how_to_resolve=f"Fix the cause, then replay it: POST /api/v1/jobs/{row.job_id}/retry.",
+            resolve_with=None,
+            job_id=row.job_id,
         )
-    return entries
+        for row in rows
+    ]

@@ -8,11 +8,12 @@ dead jobs. The REST API and an operators' dashboard share `list_tasks`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, or_, select
 from sqlmodel import Session, col
 
 from app.borrowing.models import BorrowingRequest
@@ -122,17 +123,18 @@ def list_tasks(
 ) -> list[TaskEntry]:
     """At most `limit` entries after `after`, oldest first."""
     cutoff = now - timedelta(days=where.older_than_days) if where.older_than_days else None
-    entries: list[TaskEntry] = []
+    # Each source reads up to `limit` rows; only the page's rows become entries.
+    found: list[tuple[int, Row[Any]]] = []
     if _wanted(where, *(kind.value for kind in TaskKind)):
-        entries += _staff_tasks(session, where, after, limit, cutoff)
+        found += [(_TASK, row) for row in _staff_tasks(session, where, after, limit, cutoff)]
     if _wanted(where, REVIEW):
-        entries += _flagged(session, where, after, limit, cutoff)
+        found += [(_REVIEW, row) for row in _flagged(session, where, after, limit, cutoff)]
     if _wanted(where, POSSIBLE_DUPLICATE):
-        entries += _lost_exports(session, where, after, limit, cutoff)
+        found += [(_DUPLICATE, row) for row in _lost_exports(session, where, after, limit, cutoff)]
     if _wanted(where, DEAD_JOB):
-        entries += _dead_jobs(session, where, after, limit, cutoff)
-    entries.sort(key=lambda e: (e.position.opened_at, e.position.rank, e.position.id))
-    return entries[:limit]
+        found += [(_JOB, row) for row in _dead_jobs(session, where, after, limit, cutoff)]
+    found.sort(key=lambda f: (f[1].opened_at, f[0], f[1].entry_id))
+    return [_ENTRY_OF[rank](row) for rank, row in found[:limit]]
 
 
 def _staff_tasks(
@@ -141,10 +143,10 @@ def _staff_tasks(
     after: Position | None,
     limit: int,
     cutoff: datetime | None,
-) -> list[TaskEntry]:
+) -> Sequence[Row[Any]]:
     query: Select[*tuple[Any, ...]] = (
         select(
-            col(StaffTask.id).label("task_id"),
+            col(StaffTask.id).label("entry_id"),
             col(StaffTask.kind),
             col(StaffTask.institution_id),
             col(StaffTask.reason),
@@ -167,24 +169,22 @@ def _staff_tasks(
         query = query.where(col(StaffTask.kind) == where.kind)
     if cutoff is not None:
         query = query.where(col(StaffTask.opened_at) <= cutoff)
-    rows = session.execute(
+    return session.execute(
         query.order_by(col(StaffTask.opened_at), col(StaffTask.id)).limit(limit)
     ).all()
-    entries = []
-    for row in rows:
-        request = _task_request(row)
-        entries.append(
-            TaskEntry(
-                position=Position(row.opened_at, _TASK, row.task_id),
-                kind=row.kind.value,
-                institution_id=row.institution_id,
-                request=request,
-                reason=row.reason,
-                how_to_resolve=HOW_TO_RESOLVE[row.kind],
-                resolve_with={"task": row.kind.value} if request is not None else None,
-            )
-        )
-    return entries
+
+
+def _staff_task_entry(row: Row[Any]) -> TaskEntry:
+    request = _task_request(row)
+    return TaskEntry(
+        position=Position(row.opened_at, _TASK, row.entry_id),
+        kind=row.kind.value,
+        institution_id=row.institution_id,
+        request=request,
+        reason=row.reason,
+        how_to_resolve=HOW_TO_RESOLVE[row.kind],
+        resolve_with={"task": row.kind.value} if request is not None else None,
+    )
 
 
 def _open_requests(where: TaskFilter) -> list[ColumnElement[bool]]:
@@ -200,11 +200,12 @@ def _flagged(
     after: Position | None,
     limit: int,
     cutoff: datetime | None,
-) -> list[TaskEntry]:
+) -> Sequence[Row[Any]]:
     query: Select[*tuple[Any, ...]] = select(
         *_REQUEST_COLUMNS,
+        col(BorrowingRequest.id).label("entry_id"),
         col(BorrowingRequest.institution_id),
-        col(BorrowingRequest.updated_at),
+        col(BorrowingRequest.updated_at).label("opened_at"),
         col(BorrowingRequest.attention_reason),
     ).where(
         col(BorrowingRequest.needs_attention).is_(True),
@@ -218,22 +219,22 @@ def _flagged(
         query = query.where(col(BorrowingRequest.institution_id) == where.institution_id)
     if cutoff is not None:
         query = query.where(col(BorrowingRequest.updated_at) <= cutoff)
-    rows = session.execute(
+    return session.execute(
         query.order_by(col(BorrowingRequest.updated_at), col(BorrowingRequest.id)).limit(limit)
     ).all()
-    return [
-        TaskEntry(
-            position=Position(row.updated_at, _REVIEW, row.id),
-            kind=REVIEW,
-            institution_id=row.institution_id,
-            request=_task_request(row),
-            reason=row.attention_reason or "flagged for review",
-            how_to_resolve="Do what the reason asks, then resolve (an empty body clears the flag "
-            "and closes the request's open tasks).",
-            resolve_with={},
-        )
-        for row in rows
-    ]
+
+
+def _flagged_entry(row: Row[Any]) -> TaskEntry:
+    return TaskEntry(
+        position=Position(row.opened_at, _REVIEW, row.entry_id),
+        kind=REVIEW,
+        institution_id=row.institution_id,
+        request=_task_request(row),
+        reason=row.attention_reason or "flagged for review",
+        how_to_resolve="Do what the reason asks, then resolve (an empty body clears the flag "
+        "and closes the request's open tasks).",
+        resolve_with={},
+    )
 
 
 def _lost_exports(
@@ -242,10 +243,13 @@ def _lost_exports(
     after: Position | None,
     limit: int,
     cutoff: datetime | None,
-) -> list[TaskEntry]:
+) -> Sequence[Row[Any]]:
     attempted = col(BorrowingRequest.export_attempted_at)
     query: Select[*tuple[Any, ...]] = select(
-        *_REQUEST_COLUMNS, col(BorrowingRequest.institution_id), attempted.label("attempted_at")
+        *_REQUEST_COLUMNS,
+        col(BorrowingRequest.id).label("entry_id"),
+        col(BorrowingRequest.institution_id),
+        attempted.label("opened_at"),
     ).where(
         *_open_requests(where),
         attempted.is_not(None),
@@ -256,20 +260,20 @@ def _lost_exports(
     )
     if cutoff is not None:
         query = query.where(attempted <= cutoff)
-    rows = session.execute(query.order_by(attempted, col(BorrowingRequest.id)).limit(limit)).all()
-    return [
-        TaskEntry(
-            position=Position(row.attempted_at, _DUPLICATE, row.id),
-            kind=POSSIBLE_DUPLICATE,
-            institution_id=row.institution_id,
-            request=_task_request(row),
-            reason=STALE_EXPLANATIONS[StaleReason.EXPORT_UNRESOLVED],
-            how_to_resolve=HOW_TO_RESOLVE[TaskKind.POSSIBLE_DUPLICATE]
-            + ' Resolve with {"worldshare_request_id": "<id>"} or {"export_again": true}.',
-            resolve_with={"worldshare_request_id": "<the WorldShare id found>"},
-        )
-        for row in rows
-    ]
+    return session.execute(query.order_by(attempted, col(BorrowingRequest.id)).limit(limit)).all()
+
+
+def _lost_export_entry(row: Row[Any]) -> TaskEntry:
+    return TaskEntry(
+        position=Position(row.opened_at, _DUPLICATE, row.entry_id),
+        kind=POSSIBLE_DUPLICATE,
+        institution_id=row.institution_id,
+        request=_task_request(row),
+        reason=STALE_EXPLANATIONS[StaleReason.EXPORT_UNRESOLVED],
+        how_to_resolve=HOW_TO_RESOLVE[TaskKind.POSSIBLE_DUPLICATE]
+        + ' Resolve with {"worldshare_request_id": "<id>"} or {"export_again": true}.',
+        resolve_with={"worldshare_request_id": "<the WorldShare id found>"},
+    )
 
 
 def _dead_jobs(
@@ -278,13 +282,13 @@ def _dead_jobs(
     after: Position | None,
     limit: int,
     cutoff: datetime | None,
-) -> list[TaskEntry]:
+) -> Sequence[Row[Any]]:
     query: Select[*tuple[Any, ...]] = (
         select(
-            col(Job.id).label("job_id"),
+            col(Job.id).label("entry_id"),
             col(Job.kind).label("job_kind"),
             col(Job.institution_id),
-            col(Job.updated_at),
+            col(Job.updated_at).label("opened_at"),
             col(Job.last_error),
             *_REQUEST_COLUMNS,
         )
@@ -298,17 +302,25 @@ def _dead_jobs(
         query = query.where(col(Job.institution_id) == where.institution_id)
     if cutoff is not None:
         query = query.where(col(Job.updated_at) <= cutoff)
-    rows = session.execute(query.order_by(col(Job.updated_at), col(Job.id)).limit(limit)).all()
-    return [
-        TaskEntry(
-            position=Position(row.updated_at, _JOB, row.job_id),
-            kind=DEAD_JOB,
-            institution_id=row.institution_id,
-            request=_task_request(row),
-            reason=f"{row.job_kind} failed for good: {row.last_error or 'no error recorded'}",
-            how_to_resolve=f"Fix the cause, then replay it: POST /api/v1/jobs/{row.job_id}/retry.",
-            resolve_with=None,
-            job_id=row.job_id,
-        )
-        for row in rows
-    ]
+    return session.execute(query.order_by(col(Job.updated_at), col(Job.id)).limit(limit)).all()
+
+
+def _dead_job_entry(row: Row[Any]) -> TaskEntry:
+    return TaskEntry(
+        position=Position(row.opened_at, _JOB, row.entry_id),
+        kind=DEAD_JOB,
+        institution_id=row.institution_id,
+        request=_task_request(row),
+        reason=f"{row.job_kind} failed for good: {row.last_error or 'no error recorded'}",
+        how_to_resolve=f"Fix the cause, then replay it: POST /api/v1/jobs/{row.entry_id}/retry.",
+        resolve_with=None,
+        job_id=row.entry_id,
+    )
+
+
+_ENTRY_OF = {
+    _TASK: _staff_task_entry,
+    _REVIEW: _flagged_entry,
+    _DUPLICATE: _lost_export_entry,
+    _JOB: _dead_job_entry,
+}

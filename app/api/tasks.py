@@ -15,7 +15,6 @@ from app.api.pagination import MAX_ID, json_answer
 from app.api.routing import AuthFirstRoute
 from app.borrowing.schemas import ResolveHint, TaskPage, TaskPublic
 from app.errors import ERROR_RESPONSES, AppError
-from app.institutions.service import codes_by_id
 from app.timeutil import utcnow
 from app.workflows.task_list import LIST_KINDS, Position, TaskEntry, TaskFilter, list_tasks
 
@@ -51,7 +50,7 @@ def decode_position(cursor: str | None) -> Position | None:
     return Position(opened_at, rank, row_id)
 
 
-def _public(entry: TaskEntry, codes: dict[int, str], now: datetime) -> TaskPublic:
+def _public(entry: TaskEntry, now: datetime) -> TaskPublic:
     request = entry.request
     resolve = None
     if entry.job_id is not None:
@@ -62,7 +61,7 @@ def _public(entry: TaskEntry, codes: dict[int, str], now: datetime) -> TaskPubli
         )
     return TaskPublic(
         kind=entry.kind,
-        institution=codes.get(entry.institution_id) if entry.institution_id else None,
+        institution=entry.institution,
         request_id=request.id if request else None,
         state=request.state.value if request else None,
         alma_request_id=request.alma_request_id if request else None,
@@ -100,11 +99,10 @@ def get_tasks(
     where = TaskFilter(institution_id=institution_id, kind=kind, older_than_days=older_than_days)
     entries = list_tasks(session, where, after=decode_position(cursor), limit=limit + 1, now=now)
     page = entries[:limit]
-    codes = codes_by_id(session, {e.institution_id for e in page if e.institution_id})
     more = len(entries) > limit
     return json_answer(
         TaskPage(
-            items=[_public(entry, codes, now) for entry in page],
+            items=[_public(entry, now) for entry in page],
             next_cursor=encode_position(page[-1].position) if more and page else None,
         )
     )

@@ -123,6 +123,11 @@ _INSTITUTION_ID_BY_CODE = select_columns(_INSTITUTIONS.c.id).where(
 )
 
 
+_CODES_BY_ID = select_columns(_INSTITUTIONS.c.id, _INSTITUTIONS.c.code).where(
+    _INSTITUTIONS.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
 def get_by_code(session: Session, code: str) -> Institution:
     institution = session.exec(select(Institution).where(Institution.code == code)).first()
     if institution is None:
@@ -141,9 +146,7 @@ def codes_by_id(session: Session, ids: set[int]) -> dict[int, str]:
     """The codes of the institutions `ids`, for showing records that name them by id."""
     if not ids:
         return {}
-    rows = session.execute(
-        select_columns(_INSTITUTIONS.c.id, _INSTITUTIONS.c.code).where(_INSTITUTIONS.c.id.in_(ids))
-    )
+    rows = session.execute(_CODES_BY_ID, {"ids": sorted(ids)})
     return {institution_id: code for institution_id, code in rows}
 
 

@@ -405,7 +405,6 @@ def task_list(
     after = decode_position(_text(request, "cursor", 300))
     entries = list_tasks(session, where, after=after, limit=PAGE_SIZE + 1, now=now)
     page = entries[:PAGE_SIZE]
-    codes = codes_by_id(session, {e.institution_id for e in page if e.institution_id})
     next_page = None
     if len(entries) > PAGE_SIZE and page:
         query = {k: v for k, v in request.query_params.items() if k not in ("cursor", "notice")}
@@ -417,7 +416,7 @@ def task_list(
         "tasks.html",
         operator=operator,
         signer=signer,
-        rows=[(entry, codes.get(entry.institution_id or 0, "—")) for entry in page],
+        rows=[(entry, entry.institution or "—") for entry in page],
         next_page=next_page,
         query=dict(request.query_params),
         kinds=LIST_KINDS,

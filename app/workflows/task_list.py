@@ -1,9 +1,10 @@
 """The staff task list, read side: everything a human must do, oldest first, in one listing.
 
-Four sources, each a keyset query: open staff tasks (renew, cancel or mark returned in
-WorldShare, unmatched loan, lost, claimed returned, due-date drift, stale request), requests
-flagged for review, exports whose answer was lost (a possible duplicate WorldShare request), and
-dead jobs. The REST API and an operators' dashboard share `list_tasks`.
+Four sources: open staff tasks (renew, cancel or mark returned in WorldShare, unmatched loan,
+lost, claimed returned, due-date drift, stale request), requests flagged for review, exports
+whose answer was lost (a possible duplicate WorldShare request), and dead jobs. A page is one
+query: each source a keyset branch read from its own index, the branches merged by the database.
+The REST API and an operators' dashboard share `list_tasks`.
 """
 
 from __future__ import annotations

@@ -594,7 +594,7 @@ def job_list(
     )
     page = jobs[:PAGE_SIZE]
     older = None
-    if len(jobs) > PAGE_SIZE and page[-1].id is not None:
+    if len(jobs) > PAGE_SIZE:
         query = {k: v for k, v in request.query_params.items() if k not in ("before", "notice")}
         older = "/ops/jobs?" + urlencode({**query, "before": page[-1].id})
     return render(

@@ -186,5 +186,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", extra={"error_type": type(exc).__name__})
-        return envelope(500, "internal_error", "internal error; see the service log")
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> JSONResponse:
+    """The answer to a fault nobody foresaw: its type in the log, no detail to the client."""
+    log.error("unhandled_error", extra={"error_type": type(exc).__name__})
+    return envelope(500, "internal_error", "internal error; see the service log")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
+from starlette.types import ASGIApp
 
 from app.alma.iso18626 import MAX_MESSAGE_BYTES
 from app.api import router as api_router
@@ -69,6 +70,16 @@ class Services:
             self.worker.wake()
 
 
+class IllbridgeAPI(FastAPI):
+    """FastAPI with two layers ahead of its own: every request's context (its id and timing),
+    then Alma's webhook listener, the service's one hot path (`app.api.webhooks`). Starlette
+    builds the stack on the first request; `state.metrics` is set by then."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        listener_first = ListenerFirst(super().build_middleware_stack())
+        return RequestContextMiddleware(listener_first, metrics=self.state.metrics)
+
+
 def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics(stats_max_age_seconds=settings.metrics_cache_seconds)
@@ -94,7 +105,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 if worker_task is not None:
                     await worker_task
 
-    app = FastAPI(
+    app = IllbridgeAPI(
         title="illbridge",
         version="0.1.0",
         summary="Alma ⇄ OCLC WorldShare ILL bridge",
@@ -116,9 +127,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
         app.include_router(bridge_clock_router)
         mount_sandboxes(app)
-    app.add_middleware(ListenerFirst)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=_body_limit_for
     )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -30,8 +30,9 @@ from app.api.deps import AppRuntime
 from app.api.routing import AuthFirstRoute
 from app.api.webhook_intake import Delivery, NotStored, WebhookStatus
 from app.db import read_session
-from app.errors import ERROR_RESPONSES, AppError, NotFound, envelope
+from app.errors import ERROR_RESPONSES, AppError, NotFound, envelope, internal_error
 from app.institutions.models import Institution
+from app.observability import BodySizeLimitMiddleware
 
 log = logging.getLogger("illbridge.webhooks")
 
@@ -171,15 +172,15 @@ router.add_api_route(
 
 
 class ListenerFirst:
-    """ASGI middleware: a POST to Alma's listener goes straight to its route's handler.
-
-    Placed inside the request-id, metrics and body-limit middleware, so the listener has them
-    like every route; an unexpected error still reaches the app's error envelope (500)."""
+    """ASGI middleware ahead of FastAPI's own layers (`app.main`): a POST to Alma's listener
+    goes straight to its route's handler, under the webhook body limit. Only the request
+    context (id, timing) is outside it, so an unexpected error is answered here (500)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.route = next(r for r in router.routes if isinstance(r, ListenerRoute))
         self.handle = self.route.get_route_handler()
+        self.listen = BodySizeLimitMiddleware(self._listen, max_bytes=MAX_WEBHOOK_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -187,7 +188,13 @@ class ListenerFirst:
             if found is not None:
                 scope["route"] = self.route
                 scope["path_params"] = found.groupdict()
-                response = await self.handle(Request(scope, receive))
-                await response(scope, receive, send)
+                await self.listen(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _listen(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await self.handle(Request(scope, receive))
+        except Exception as exc:
+            response = internal_error(exc)
+        await response(scope, receive, send)

@@ -89,11 +89,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         async with open_runtime(settings, metrics) as runtime:
             worker = new_worker(runtime) if run_worker else None
             readiness = ReadinessProbe(settings)
+            webhook_intake = WebhookIntake(runtime.engine, runtime.secrets)
             app.state.services = Services(
                 runtime=runtime,
                 worker=worker,
                 readiness=readiness,
-                webhook_intake=WebhookIntake(runtime.engine, runtime.secrets),
+                webhook_intake=webhook_intake,
             )
             stop = asyncio.Event()
             worker_task = asyncio.create_task(worker.run(stop)) if worker else None
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             finally:
                 stop.set()
                 readiness.close()
+                webhook_intake.close()
                 if worker_task is not None:
                     await worker_task
 

@@ -11,12 +11,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 # An HMAC-SHA256 is 32 bytes; its standard Base64 is 44 characters.
 _SIGNATURE_BYTES = 32
@@ -97,8 +98,8 @@ class AlmaEvent:
 def parse_event(body: bytes) -> AlmaEvent:
     """The envelope of an Alma webhook; `BadEvent` when the body is not a JSON object with an id."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise BadEvent("the body is not JSON") from None
     if not isinstance(document, dict):
         raise BadEvent("the body is not a JSON object")

@@ -7,6 +7,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -15,6 +17,7 @@ from app.alma.webhooks import LoanFacts, sign
 from app.api.webhook_intake import (
     _LINKED,
     Delivery,
+    IntakeReader,
     Linked,
     Listener,
     Match,
@@ -30,6 +33,7 @@ from app.borrowing.tasks import StaffTask, TaskKind
 from app.config import Settings
 from app.db import create_db_engine, write_session
 from app.errors import AppError
+from app.institutions.models import Institution
 from app.institutions.secrets import load_secret_box
 from app.jobs.models import Job
 from app.migrations import upgrade
@@ -86,8 +90,10 @@ def test_the_match_reads_the_linked_id_indexes_and_scans_no_institution(tmp_path
     url = f"sqlite:///{tmp_path / 'plan.db'}"
     upgrade(url)
     params = {"item_barcodes": ["B"], "item_ids": ["I"], "loan_ids": ["L"], "request_ids": ["R"]}
-    expanded = _LINKED.params(params).compile(
-        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+    expanded = (
+        _LINKED["sqlite"]
+        .params(params)
+        .compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
     )
     with sqlite3.connect(tmp_path / "plan.db") as connection:
         plan = " | ".join(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {expanded}"))
@@ -142,8 +148,9 @@ def test_one_batch_answers_each_delivery_for_itself(settings: Settings, engine: 
         session.add(request)
         session.commit()
     box = load_secret_box(settings)
+    reader = IntakeReader(engine)
     earlier = delivery(event("E0", "ILL-000000001"))
-    assert take_batch(engine, box, [earlier])[0] == Taken(
+    assert take_batch(engine, reader, box, [earlier])[0] == Taken(
         WebhookStatus.ACCEPTED, "LOAN_CREATED", queued=True
     )
 
@@ -158,7 +165,7 @@ def test_one_batch_answers_each_delivery_for_itself(settings: Settings, engine: 
         delivery(event("E6", "39031000000006", library="ILL")),  # unmatched, in the RS library
         delivery(b"not json"),
     ]
-    outcomes = take_batch(engine, box, batch)
+    outcomes = take_batch(engine, reader, box, batch)
 
     def answer(outcome: Taken | AppError) -> str:
         return outcome.status.value if isinstance(outcome, Taken) else outcome.code
@@ -198,6 +205,7 @@ def test_deliveries_arriving_together_are_each_answered(settings: Settings, engi
         return [a.status if isinstance(a, Taken) else getattr(a, "code", "?") for a in answers]
 
     assert asyncio.run(deliver_all()) == [WebhookStatus.IGNORED] * 10 + ["bad_signature"]
+    intake.close()
 
 
 def test_a_database_that_fails_the_batch_answers_not_stored(settings: Settings, tmp_path: Path):
@@ -209,4 +217,65 @@ def test_a_database_that_fails_the_batch_answers_not_stored(settings: Settings, 
         return await asyncio.gather(*(intake.take(d) for d in deliveries), return_exceptions=True)
 
     answers = asyncio.run(deliver())
+    intake.close()
     assert [type(a) for a in answers] == [NotStored] * 3
+
+
+def test_listener_settings_are_read_again_for_a_refused_delivery_and_once_a_second(
+    settings: Settings, engine: Engine
+):
+    """A secret added for a rotation is good at once; a secret dropped, or an institution
+    deactivated, no longer is once the settings in hand are a second old."""
+    make_institution(engine, settings, alma={"webhook_secrets": [SECRET]})
+    box = load_secret_box(settings)
+    now = [0.0]
+    reader = IntakeReader(engine, max_age=1.0, clock=lambda: now[0])
+
+    def answer(*deliveries: Delivery) -> list[str]:
+        outcomes = take_batch(engine, reader, box, list(deliveries))
+        return [o.status.value if isinstance(o, Taken) else o.code for o in outcomes]
+
+    def institution(**values: object) -> None:
+        with write_session(engine) as session:
+            row = session.exec(select(Institution)).one()
+            for name, value in values.items():
+                setattr(row, name, value)
+            session.add(row)
+            session.commit()
+
+    assert answer(delivery(event("E1", "3903"))) == ["ignored"]
+    institution(alma_webhook_secrets_encrypted=box.encrypt_list(["next-secret"]))
+    # Signed with the new secret: refused by the settings in hand, accepted on a fresh read.
+    assert answer(delivery(event("E2", "3903"), secret="next-secret")) == ["ignored"]
+    now[0] = 0.5
+    assert answer(delivery(event("E3", "3903"))) == ["bad_signature"]  # dropped by that read
+    institution(active=False)
+    now[0] = 1.0  # E3's refusal had the settings read again at 0.5
+    assert answer(delivery(event("E4", "3903"), secret="next-secret")) == ["ignored"]
+    now[0] = 1.6
+    assert answer(delivery(event("E5", "3903"), secret="next-secret")) == ["not_found"]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_readers_connection_lost_with_a_restart_costs_no_event(
+    settings: Settings, engine: Engine
+):
+    """The intake keeps one connection for its reads. When PostgreSQL drops it (a restart,
+    an administrator's kill), the batch is read again on a new one and answered as usual."""
+    make_institution(engine, settings, alma={"webhook_secrets": [SECRET]})
+    intake = WebhookIntake(engine, load_secret_box(settings))
+
+    async def deliver(event_id: str) -> Taken:
+        return await intake.take(delivery(event(event_id, "3903")))
+
+    assert asyncio.run(deliver("E1")).status is WebhookStatus.IGNORED
+    with engine.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    assert asyncio.run(deliver("E2")).status is WebhookStatus.IGNORED
+    intake.close()

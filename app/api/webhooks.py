@@ -20,19 +20,26 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlmodel import Session, select
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import AppRuntime
 from app.api.routing import AuthFirstRoute
 from app.api.webhook_intake import Delivery, NotStored, WebhookStatus
 from app.db import read_session
-from app.errors import ERROR_RESPONSES, AppError, NotFound, envelope, internal_error
+from app.errors import (
+    ERROR_RESPONSES,
+    AppError,
+    NotFound,
+    PayloadTooLarge,
+    envelope,
+    internal_error,
+)
 from app.institutions.models import Institution
-from app.observability import BodySizeLimitMiddleware
 
 log = logging.getLogger("illbridge.webhooks")
 
@@ -103,7 +110,10 @@ class ListenerRoute(APIRoute):
             try:
                 return await endpoint(institution, request)
             except AppError as exc:
-                return envelope(exc.status_code, exc.code, exc.detail)
+                refusal = envelope(exc.status_code, exc.code, exc.detail)
+                if isinstance(exc, PayloadTooLarge):  # the rest of the body is not read
+                    refusal.headers["connection"] = "close"
+                return refusal
 
         return handle
 
@@ -121,19 +131,15 @@ async def receive_webhook(
             code="validation_error",
             status_code=422,
         )
-    try:
-        body = await request.body()
-    except HTTPException as exc:  # the body limit (app/observability.py), passed mid-stream
-        raise AppError(str(exc.detail), code="payload_too_large", status_code=413) from None
+    signature, body = await _signed_body(request)
     services = request.app.state.services
-    metrics = services.runtime.metrics
-    delivery = Delivery(institution, body, request.headers.get("x-exl-signature"))
+    counted = services.runtime.metrics.inbound_messages
     try:
-        taken = await services.webhook_intake.take(delivery)
+        taken = await services.webhook_intake.take(Delivery(institution, body, signature))
     except NotStored:
-        metrics.inbound_messages.labels("webhook", "not_stored").inc()
+        counted.labels("webhook", "not_stored").inc()
         raise
-    metrics.inbound_messages.labels("webhook", taken.status.value).inc()
+    counted.labels("webhook", taken.status.value).inc()
     if taken.status is not WebhookStatus.IGNORED:
         log.info(
             "webhook_taken",
@@ -142,6 +148,32 @@ async def receive_webhook(
     if taken.queued:
         services.wake_worker()
     return Response(_ANSWERS[taken.status], media_type="application/json")
+
+
+async def _signed_body(request: Request) -> tuple[str | None, bytes]:
+    """The X-Exl-Signature header and the raw body, read as it comes and refused (413) once
+    it passes MAX_WEBHOOK_BYTES, as declared or as sent."""
+    signature = declared = None
+    for name, value in request.scope["headers"]:
+        if name == b"x-exl-signature":
+            signature = value.decode("latin-1")
+        elif name == b"content-length":
+            declared = value
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES):
+        raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
+    chunks = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BYTES:
+            raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return signature, b"".join(chunks)
 
 
 router.add_api_route(
@@ -173,14 +205,14 @@ router.add_api_route(
 
 class ListenerFirst:
     """ASGI middleware ahead of FastAPI's own layers (`app.main`): a POST to Alma's listener
-    goes straight to its route's handler, under the webhook body limit. Only the request
-    context (id, timing) is outside it, so an unexpected error is answered here (500)."""
+    goes straight to its route's handler, which reads the body under the webhook limit itself.
+    Only the request context (id, timing) is outside it, so an unexpected error is answered
+    here (500)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.route = next(r for r in router.routes if isinstance(r, ListenerRoute))
         self.handle = self.route.get_route_handler()
-        self.listen = BodySizeLimitMiddleware(self._listen, max_bytes=MAX_WEBHOOK_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -188,13 +220,12 @@ class ListenerFirst:
             if found is not None:
                 scope["route"] = self.route
                 scope["path_params"] = found.groupdict()
-                await self.listen(scope, receive, send)
+                try:
+                    response = await self.handle(Request(scope, receive))
+                except ClientDisconnect:
+                    return
+                except Exception as exc:
+                    response = internal_error(exc)
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-    async def _listen(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            response = await self.handle(Request(scope, receive))
-        except Exception as exc:
-            response = internal_error(exc)
-        await response(scope, receive, send)

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -173,6 +174,23 @@ def test_size_json_and_institution_refusals(settings, engine):
         assert client.post(URL, content=not_json, headers=signed(not_json)).status_code == 400
         unknown = client.post("/webhooks/alma/NOPE", content=LOAN_CREATED, headers=signed(b""))
         assert unknown.status_code == 404
+    assert stored(engine) == (0, 0, 0)
+
+
+def test_a_body_streamed_past_the_limit_is_413_and_its_connection_closed(settings, engine):
+    """Without a Content-Length the limit is kept as the body comes in."""
+    setup(engine, settings)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"id": "1", "pad": "'
+        for _ in range(20):
+            yield b"x" * 4096
+
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(URL, content=chunks(), headers=signed(b""))
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "payload_too_large"
+    assert answer.headers["connection"] == "close"
     assert stored(engine) == (0, 0, 0)
 
 

@@ -300,13 +300,16 @@ def _judged_all(
     makes) is judged again on settings read now: it may be the first signed with a new secret."""
     listeners, fresh = reader.listeners()
     judged = [_judged(listeners, box, delivery) for delivery in deliveries]
-    if fresh or not any(isinstance(j, NotFound | Unauthorized) for j in judged):
-        return judged
-    listeners, _ = reader.listeners(fresh=True)
-    return [
-        _judged(listeners, box, delivery) if isinstance(j, NotFound | Unauthorized) else j
-        for delivery, j in zip(deliveries, judged, strict=True)
-    ]
+    if not fresh and any(isinstance(j, NotFound | Unauthorized) for j in judged):
+        listeners, _ = reader.listeners(fresh=True)
+        judged = [
+            _judged(listeners, box, delivery) if isinstance(j, NotFound | Unauthorized) else j
+            for delivery, j in zip(deliveries, judged, strict=True)
+        ]
+    for delivery, j in zip(deliveries, judged, strict=True):
+        if isinstance(j, Unauthorized):
+            log.warning("webhook_signature_refused", extra={"institution": delivery.code})
+    return judged
 
 
 def _judged(
@@ -412,7 +415,6 @@ def _verified(
         raise NotFound(f"no institution {delivery.code}")
     secrets = _decrypted(box, listener.webhook_secrets) if listener.webhook_secrets else ()
     if not signature_valid(delivery.body, delivery.signature, secrets):
-        log.warning("webhook_signature_refused", extra={"institution": delivery.code})
         raise Unauthorized("missing or wrong X-Exl-Signature", code="bad_signature")
     try:
         return listener, parse_event(delivery.body)

@@ -222,7 +222,7 @@ def test_a_database_that_fails_the_batch_answers_not_stored(settings: Settings, 
 
 
 def test_listener_settings_are_read_again_for_a_refused_delivery_and_once_a_second(
-    settings: Settings, engine: Engine
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ):
     """A secret added for a rotation is good at once; a secret dropped, or an institution
     deactivated, no longer is once the settings in hand are a second old."""
@@ -247,8 +247,12 @@ def test_listener_settings_are_read_again_for_a_refused_delivery_and_once_a_seco
     institution(alma_webhook_secrets_encrypted=box.encrypt_list(["next-secret"]))
     # Signed with the new secret: refused by the settings in hand, accepted on a fresh read.
     assert answer(delivery(event("E2", "3903"), secret="next-secret")) == ["ignored"]
+    refusals = [r for r in caplog.records if r.getMessage() == "webhook_signature_refused"]
+    assert refusals == []  # only a final refusal is logged
     now[0] = 0.5
     assert answer(delivery(event("E3", "3903"))) == ["bad_signature"]  # dropped by that read
+    refusals = [r for r in caplog.records if r.getMessage() == "webhook_signature_refused"]
+    assert len(refusals) == 1
     institution(active=False)
     now[0] = 1.0  # E3's refusal had the settings read again at 0.5
     assert answer(delivery(event("E4", "3903"), secret="next-secret")) == ["ignored"]

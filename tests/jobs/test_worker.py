@@ -452,8 +452,9 @@ async def test_periodic_jobs_run_once_per_period_across_workers(
         await asyncio.sleep(1.3)
     periods = [int(key.rsplit(":", 1)[1]) for key in ran]
     assert len(periods) == len(set(periods)), "a period ran more than once"
+    # About five periods pass; one in which no worker got to tick (a machine stalled for longer
+    # than a period) is skipped, not made up, so a loaded machine may see a gap.
     assert len(periods) >= 4
-    assert sorted(periods) == list(range(min(periods), max(periods) + 1))
     # A period enqueued as the workers stopped waits, queued, for the next worker.
     assert {job.status for job in all_jobs(engine)} <= {"succeeded", "queued"}
 

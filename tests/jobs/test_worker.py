@@ -477,7 +477,12 @@ async def test_a_failed_lease_renewal_does_not_lose_the_outcome(
 
     async def slow(_ctx: Runtime, job: ClaimedJob, _payload: AnyPayload) -> None:
         runs.append(job.attempts)
-        await asyncio.sleep(0.5)
+        # Run until the first renewal has failed, then past the lease it was to renew: only the
+        # next renewal keeps the job this worker's. (A fixed 0.5 s run let a loop stalled for
+        # longer than that end the handler before the heartbeat ever ran.)
+        while failures == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.4)
 
     job_id = add_job(engine, "test.slow")
     short_lease = settings.model_copy(update={"job_lease_seconds": 0.3})

@@ -293,7 +293,8 @@ class RequestContextMiddleware:
             rid = f"{getrandbits(128):032x}"
         header = (b"x-request-id", rid.encode("ascii"))
         token = request_id_var.set(rid)
-        status = 500
+        # 499 (nginx's "client closed request"): the client left before it was answered.
+        status = 499
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -304,6 +305,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            if status == 499:  # a fault before any answer
+                status = 500
+            raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -191,6 +193,29 @@ def test_a_body_streamed_past_the_limit_is_413_and_its_connection_closed(setting
     assert answer.status_code == 413
     assert answer.json()["error"] == "payload_too_large"
     assert answer.headers["connection"] == "close"
+    assert stored(engine) == (0, 0, 0)
+
+
+def test_a_client_gone_mid_body_is_counted_499_and_nothing_is_stored(settings, engine):
+    setup(engine, settings)
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+        f"X-Exl-Signature: {alma_signature(SECRET, LOAN_CREATED)}\r\n"
+        f"Content-Length: {len(LOAN_CREATED)}\r\n\r\n"
+    ).encode()
+    counted = (
+        'illbridge_http_request_duration_seconds_count{method="POST",'
+        'route="/webhooks/alma/{institution}",status="499"} 1.0'
+    )
+    with run_asgi_in_thread(create_app(settings)) as url, httpx.Client(timeout=5) as http:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(head + LOAN_CREATED[:100])
+        deadline = time.monotonic() + 5
+        while counted not in (metrics := http.get(f"{url}/metrics").text):
+            assert time.monotonic() < deadline, "the dropped request was not counted"
+            time.sleep(0.05)
+    assert 'status="500"' not in metrics
     assert stored(engine) == (0, 0, 0)
 
 

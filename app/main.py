@@ -49,7 +49,8 @@ _NO_TELEMETRY: TelemetryConfig = {
 
 
 def _body_limit_for(path: str) -> int | None:
-    """ISO 18626 messages and Alma's events are small; larger bodies are refused unread."""
+    """ISO 18626 messages and Alma's events are small; larger bodies are refused unread (the
+    listener's POST is answered before this layer and keeps the same limit itself)."""
     if path.startswith(WEBHOOK_PATH_PREFIX):
         return MAX_WEBHOOK_BYTES
     return MAX_MESSAGE_BYTES if path.startswith("/iso18626/") else None

@@ -7,10 +7,11 @@ it could not be stored. Most loans are not interlibrary loans: those are answere
 having written nothing. The work is done a batch at a time by `app.api.webhook_intake`.
 
 The POST is the one hot path of the service, so it skips FastAPI's per-request machinery: the
-`ListenerFirst` middleware hands it to its route's handler ahead of the router (and of the
-exception and exit-stack layers the handler does not use), and `ListenerRoute`'s handler calls
-`receive_webhook` without dependency solving, body decoding or response validation. The route
-stays a FastAPI route, so `/docs` describes it from the declaration below.
+`ListenerFirst` middleware, ahead of all of FastAPI's and Starlette's layers, hands it to its
+route's handler, and `ListenerRoute`'s handler calls `receive_webhook` without dependency
+solving, body decoding or response validation; the body is read, under its limit, by
+`receive_webhook` itself. The route stays a FastAPI route, so `/docs` describes it from the
+declaration below.
 """
 
 from __future__ import annotations

@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to use (reset)")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     args = parser.parse_args()
+    for option in ("requests", "rounds", "concurrency", "burst"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1")
 
     lines = [
         f"concurrency {args.concurrency}, {args.requests} requests per mix and round, "

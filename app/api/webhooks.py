@@ -35,6 +35,7 @@ from app.db import read_session
 from app.errors import (
     ERROR_RESPONSES,
     AppError,
+    ErrorEnvelope,
     NotFound,
     PayloadTooLarge,
     envelope,
@@ -69,6 +70,10 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     401: _error(401, "Missing, malformed or wrong X-Exl-Signature; nothing stored"),
     404: _error(404, "Unknown institution"),
     413: _error(413, "Body larger than the webhook limit"),
+    415: {
+        "model": ErrorEnvelope,
+        "description": "A Content-Type other than application/json; nothing stored",
+    },
     422: _error(422, "Validation error"),
     503: _error(503, "The event could not be stored (or the database is down); Alma retries"),
 }
@@ -153,13 +158,22 @@ async def receive_webhook(
 
 async def _signed_body(request: Request) -> tuple[str | None, bytes]:
     """The X-Exl-Signature header and the raw body, read as it comes and refused (413) once
-    it passes MAX_WEBHOOK_BYTES, as declared or as sent."""
-    signature = declared = None
+    it passes MAX_WEBHOOK_BYTES, as declared or as sent. A body declared as anything but JSON
+    is refused unread (415): the integration profile is set to send XML."""
+    signature = declared = media_type = None
     for name, value in request.scope["headers"]:
         if name == b"x-exl-signature":
             signature = value.decode("latin-1")
         elif name == b"content-length":
             declared = value
+        elif name == b"content-type":
+            media_type = value.partition(b";")[0].strip().lower()
+    if media_type is not None and media_type != b"application/json":
+        raise AppError(
+            "Alma's webhook profile must send JSON (Content-Type: application/json)",
+            code="unsupported_media_type",
+            status_code=415,
+        )
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES):
         raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
     chunks = []

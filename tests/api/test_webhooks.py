@@ -165,7 +165,7 @@ def test_both_secrets_of_a_rotation_are_valid(settings, engine):
     assert [old.json(), new.json()] == [{"status": "accepted"}] * 2
 
 
-def test_size_json_and_institution_refusals(settings, engine):
+def test_size_media_type_json_and_institution_refusals(settings, engine):
     setup(engine, settings)
     huge = b'{"id": "1", "pad": "' + b"x" * 70_000 + b'"}'
     not_object = b'["LOAN"]'
@@ -176,6 +176,12 @@ def test_size_json_and_institution_refusals(settings, engine):
         assert client.post(URL, content=not_json, headers=signed(not_json)).status_code == 400
         unknown = client.post("/webhooks/alma/NOPE", content=LOAN_CREATED, headers=signed(b""))
         assert unknown.status_code == 404
+        # A profile set to XML: refused for its media type, whatever the body.
+        as_xml = {**signed(LOAN_CREATED), "Content-Type": "application/xml"}
+        xml = client.post(URL, content=LOAN_CREATED, headers=as_xml)
+        assert (xml.status_code, xml.json()["error"]) == (415, "unsupported_media_type")
+        with_charset = {**signed(LOAN_CREATED), "Content-Type": "application/json; charset=UTF-8"}
+        assert client.post(URL, content=LOAN_CREATED, headers=with_charset).status_code == 200
     assert stored(engine) == (0, 0, 0)
 
 

@@ -159,7 +159,7 @@ async def receive_webhook(
 async def _signed_body(request: Request) -> tuple[str | None, bytes]:
     """The X-Exl-Signature header and the raw body, read as it comes and refused (413) once
     it passes MAX_WEBHOOK_BYTES, as declared or as sent. A body declared as anything but JSON
-    is refused unread (415): the integration profile is set to send XML."""
+    (an integration profile set to XML) is refused unread (415)."""
     signature = declared = media_type = None
     for name, value in request.scope["headers"]:
         if name == b"x-exl-signature":
@@ -168,14 +168,14 @@ async def _signed_body(request: Request) -> tuple[str | None, bytes]:
             declared = value
         elif name == b"content-type":
             media_type = value.partition(b";")[0].strip().lower()
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES):
+        raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
     if media_type is not None and media_type != b"application/json":
         raise AppError(
             "Alma's webhook profile must send JSON (Content-Type: application/json)",
             code="unsupported_media_type",
             status_code=415,
         )
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES):
-        raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
     chunks = []
     size = 0
     while True:

@@ -182,6 +182,9 @@ def test_size_media_type_json_and_institution_refusals(settings, engine):
         assert (xml.status_code, xml.json()["error"]) == (415, "unsupported_media_type")
         with_charset = {**signed(LOAN_CREATED), "Content-Type": "application/json; charset=UTF-8"}
         assert client.post(URL, content=LOAN_CREATED, headers=with_charset).status_code == 200
+        # Too large comes first, and closes the connection, whatever the media type.
+        huge_xml = client.post(URL, content=huge, headers={**signed(huge), **as_xml})
+        assert (huge_xml.status_code, huge_xml.headers["connection"]) == (413, "close")
     assert stored(engine) == (0, 0, 0)
 
 

@@ -335,8 +335,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = (self.limit_for(scope["path"]) if self.limit_for else None) or self.max_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared_too_large(dict(scope.get("headers") or []).get(b"content-length"), limit):
             await _too_large(send, limit)
             return
         seen = 0
@@ -352,6 +351,13 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def declared_too_large(content_length: bytes | None, limit: int) -> bool:
+    """Whether a Content-Length header announces more than `limit` bytes (or is not a number)."""
+    return content_length is not None and (
+        not content_length.isdigit() or int(content_length) > limit
+    )
 
 
 async def _too_large(send: Callable[[Message], Awaitable[None]], limit: int) -> None:

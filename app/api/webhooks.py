@@ -42,6 +42,7 @@ from app.errors import (
     internal_error,
 )
 from app.institutions.models import Institution
+from app.observability import declared_too_large
 
 log = logging.getLogger("illbridge.webhooks")
 
@@ -168,7 +169,7 @@ async def _signed_body(request: Request) -> tuple[str | None, bytes]:
             declared = value
         elif name == b"content-type":
             media_type = value.partition(b";")[0].strip().lower()
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_WEBHOOK_BYTES):
+    if declared_too_large(declared, MAX_WEBHOOK_BYTES):
         raise PayloadTooLarge(f"body exceeds {MAX_WEBHOOK_BYTES} bytes")
     if media_type is not None and media_type != b"application/json":
         raise AppError(
